@@ -1,0 +1,128 @@
+"""count, sum, min, max, avg: the aggregations whose parts are plain numbers."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from spark_jobs.aggregations.base import AggInput, Aggregation, PyEvent, none_or
+
+
+class Count(Aggregation):
+    """Number of events that pass the filter (and have a non-null `column`, when one is given)."""
+
+    name = "count"
+    needs_column = False
+    empty = "zero"
+    parts = ("n",)
+
+    def map_sql(self, x: AggInput) -> dict[str, str]:
+        return {"n": f"CAST(sum(CASE WHEN {x.cond} THEN 1 ELSE 0 END) AS BIGINT)"}
+
+    def combine_sql(self, part: dict[str, str], x: AggInput) -> dict[str, str]:
+        return {"n": f"CAST(sum({part['n']}) AS BIGINT)"}
+
+    def finalize_sql(self, part: dict[str, str], x: AggInput) -> str:
+        return f"CASE WHEN {part['n']} > 0 THEN {part['n']} END"
+
+    def py_map(self, events: list[PyEvent], x: AggInput) -> dict[str, Any]:
+        return {"n": len(events)}
+
+    def py_combine(self, a: dict[str, Any], b: dict[str, Any], x: AggInput) -> dict[str, Any]:
+        return {"n": none_or(operator.add, a["n"], b["n"])}
+
+    def py_finalize(self, parts: dict[str, Any], x: AggInput) -> Any:
+        return parts["n"] if parts["n"] else None
+
+
+class Sum(Aggregation):
+    """Sum of `column` as DOUBLE (integral sums stay exact up to 2**53)."""
+
+    name = "sum"
+    empty = "zero"
+    parts = ("s",)
+
+    def map_sql(self, x: AggInput) -> dict[str, str]:
+        return {"s": f"sum(CASE WHEN {x.cond} THEN CAST({x.value} AS DOUBLE) END)"}
+
+    def combine_sql(self, part: dict[str, str], x: AggInput) -> dict[str, str]:
+        return {"s": f"sum({part['s']})"}
+
+    def finalize_sql(self, part: dict[str, str], x: AggInput) -> str:
+        return part["s"]
+
+    def py_map(self, events: list[PyEvent], x: AggInput) -> dict[str, Any]:
+        return {"s": float(sum(e.value for e in events)) if events else None}
+
+    def py_combine(self, a: dict[str, Any], b: dict[str, Any], x: AggInput) -> dict[str, Any]:
+        return {"s": none_or(operator.add, a["s"], b["s"])}
+
+    def py_finalize(self, parts: dict[str, Any], x: AggInput) -> Any:
+        return parts["s"]
+
+
+class _Extreme(Aggregation):
+    """min / max of `column`, in the column's own type."""
+
+    fn: str
+    parts = ("m",)
+
+    def map_sql(self, x: AggInput) -> dict[str, str]:
+        return {"m": f"{self.fn}(CASE WHEN {x.cond} THEN {x.value} END)"}
+
+    def combine_sql(self, part: dict[str, str], x: AggInput) -> dict[str, str]:
+        return {"m": f"{self.fn}({part['m']})"}
+
+    def finalize_sql(self, part: dict[str, str], x: AggInput) -> str:
+        return part["m"]
+
+    def py_map(self, events: list[PyEvent], x: AggInput) -> dict[str, Any]:
+        pick = min if self.fn == "min" else max
+        return {"m": pick(e.value for e in events) if events else None}
+
+    def py_combine(self, a: dict[str, Any], b: dict[str, Any], x: AggInput) -> dict[str, Any]:
+        pick = min if self.fn == "min" else max
+        return {"m": none_or(pick, a["m"], b["m"])}
+
+    def py_finalize(self, parts: dict[str, Any], x: AggInput) -> Any:
+        return parts["m"]
+
+
+class Min(_Extreme):
+    name = "min"
+    fn = "min"
+
+
+class Max(_Extreme):
+    name = "max"
+    fn = "max"
+
+
+class Avg(Aggregation):
+    """Mean of `column`: a DOUBLE sum and a count, divided at the end."""
+
+    name = "avg"
+    parts = ("s", "n")
+
+    def map_sql(self, x: AggInput) -> dict[str, str]:
+        return {
+            "s": f"sum(CASE WHEN {x.cond} THEN CAST({x.value} AS DOUBLE) END)",
+            "n": f"CAST(sum(CASE WHEN {x.cond} THEN 1 ELSE 0 END) AS BIGINT)",
+        }
+
+    def combine_sql(self, part: dict[str, str], x: AggInput) -> dict[str, str]:
+        return {"s": f"sum({part['s']})", "n": f"CAST(sum({part['n']}) AS BIGINT)"}
+
+    def finalize_sql(self, part: dict[str, str], x: AggInput) -> str:
+        return f"CASE WHEN {part['n']} > 0 THEN {part['s']} / {part['n']} END"
+
+    def py_map(self, events: list[PyEvent], x: AggInput) -> dict[str, Any]:
+        if not events:
+            return {"s": None, "n": 0}
+        return {"s": float(sum(e.value for e in events)), "n": len(events)}
+
+    def py_combine(self, a: dict[str, Any], b: dict[str, Any], x: AggInput) -> dict[str, Any]:
+        return {"s": none_or(operator.add, a["s"], b["s"]), "n": none_or(operator.add, a["n"], b["n"])}
+
+    def py_finalize(self, parts: dict[str, Any], x: AggInput) -> Any:
+        return parts["s"] / parts["n"] if parts["n"] else None

@@ -1,0 +1,146 @@
+"""The one place that makes sessions: Sail in process, or classic Spark (local or spark-submit).
+
+Both engines run in UTC (the Connect client turns naive datetimes into the local zone, and block
+boundaries are epoch-aligned), and Sail's memory pool is bounded from the profile because the
+server lives inside this Python process.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from spark_jobs.engine.profile import Profile
+from spark_jobs.errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+_CONNECT_ENV = "SPARK_CONNECT_MODE_ENABLED"
+
+
+@dataclass
+class Engine:
+    """A live session plus what the jobs need to know about the engine behind it."""
+
+    name: str  # "sail" | "spark"
+    spark: SparkSession
+    table_format: str
+    profile: Profile
+    _server: Any = None
+
+    @property
+    def supports_bucketing(self) -> bool:
+        return self.name == "spark"
+
+    def activate(self) -> None:
+        """Make `pyspark.sql.functions` build Columns for this engine.
+
+        PySpark picks Connect or classic Columns from one process-wide environment variable, so a
+        process holding both engines (the test suite) switches it before using one.
+        """
+        if self.name == "sail":
+            os.environ[_CONNECT_ENV] = "1"
+        else:
+            os.environ.pop(_CONNECT_ENV, None)
+
+    def stop(self) -> None:
+        self.spark.stop()
+        if self._server is not None:
+            self._server.stop()
+
+
+def use_utc() -> None:
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
+def start_engine(profile: Profile) -> Engine:
+    use_utc()
+    engine = _start_sail(profile) if profile.engine == "sail" else _start_spark(profile)
+    engine.spark.conf.set("spark.sql.session.timeZone", "UTC")
+    return engine
+
+
+@contextmanager
+def open_engine(profile: Profile) -> Iterator[Engine]:
+    engine = start_engine(profile)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+def _start_sail(profile: Profile) -> Engine:
+    os.environ.setdefault("RUST_LOG", "warn")
+    # Sail reads its configuration from the environment when the server starts.
+    os.environ["SAIL_RUNTIME__MEMORY_POOL__TYPE"] = "fair"
+    os.environ["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] = str(profile.sail_memory_limit)
+    if profile.sail_parallelism > 0:
+        os.environ["SAIL_EXECUTION__DEFAULT_PARALLELISM"] = str(profile.sail_parallelism)
+    from pysail.spark import SparkConnectServer
+
+    server = SparkConnectServer("127.0.0.1", 0)
+    server.start(background=True)
+    _, port = server.listening_address
+    spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
+    engine = Engine("sail", spark, profile.table_format, profile, server)
+    engine.activate()
+    return engine
+
+
+def delta_jars_present(confs: dict[str, str]) -> bool:
+    """Is delta-spark on the JVM classpath (cluster jars, --jars or --packages)?"""
+    listed = " ".join(confs.get(k, "") for k in ("spark.jars", "spark.jars.packages", "spark.driver.extraClassPath"))
+    if "delta-spark" in listed or "io.delta" in listed:
+        return True
+    import pyspark
+
+    homes = [os.environ.get("SPARK_HOME", ""), os.path.dirname(pyspark.__file__)]
+    return any(glob.glob(os.path.join(h, "jars", "delta-spark*.jar")) for h in homes if h)
+
+
+def _start_spark(profile: Profile) -> Engine:
+    os.environ.pop(_CONNECT_ENV, None)
+    active = SparkSession.getActiveSession()
+    builder = SparkSession.builder.appName("tilewise")
+    confs = dict(profile.spark)
+    if active is None and profile.master:
+        builder = builder.master(profile.master)
+    confs.setdefault("spark.sql.session.timeZone", "UTC")
+    confs.setdefault("spark.ui.showConsoleProgress", "false")
+    confs.setdefault("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+    confs.setdefault("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+    # Bucketed intermediates (saveAsTable) live in the session catalog, under the warehouse.
+    confs.setdefault("spark.sql.warehouse.dir", str(profile.warehouse_path / "_tmp" / "spark-tables"))
+    submitted = _submit_confs()
+    if profile.table_format == "delta":
+        if not delta_jars_present({**submitted, **confs}):
+            raise InputDataError(
+                f"{profile.file}: table_format: delta on classic Spark needs the Delta Lake jars on the "
+                "classpath, and they are not there. Use --conf conf/spark-local.yaml (Parquet), or give "
+                "spark-submit --packages io.delta:delta-spark_2.13:4.4.1 on a machine that reaches Maven."
+            )
+        confs["spark.sql.extensions"] = DELTA_EXTENSION
+        confs["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+    for key, value in confs.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return Engine("spark", spark, profile.table_format, profile)
+
+
+def _submit_confs() -> dict[str, str]:
+    """Confs given to spark-submit (--jars, --packages, --conf): SparkConf loads them from the JVM."""
+    from pyspark import SparkConf
+
+    return dict(SparkConf().getAll())

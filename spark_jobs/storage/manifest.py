@@ -1,0 +1,115 @@
+"""Run manifests (`_runs/<run_id>.json`) and the progress / summary lines every run prints.
+
+A manifest records what a run read and wrote so an output can be traced and rebuilt: command,
+definition hashes, input and output table versions, row counts (read, written, dropped and why),
+validation outcome and durations. It is written at the end of the run, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Run:
+    """One command's run: its id, folder, counters and timings."""
+
+    command: str
+    warehouse: Path
+    args: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False
+    run_id: str = ""
+    started: float = field(default_factory=time.time)
+    steps: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    definitions: dict[str, str] = field(default_factory=dict)
+    engine: str = ""
+    status: str = "running"
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            self.run_id = f"{stamp}-{self.command}-{uuid.uuid4().hex[:6]}"
+
+    @property
+    def dir(self) -> Path:
+        """Folder for this run's reports and rejected output."""
+        return self.warehouse / "_runs" / self.run_id
+
+    # -- progress ----------------------------------------------------------------------------
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            elapsed = time.time() - self.started
+            print(f"[{elapsed:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    def step(self, name: str) -> "_Step":
+        return _Step(self, name)
+
+    def drop(self, reason: str, rows: int) -> None:
+        if rows:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(rows)
+
+    # -- manifest ----------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "args": self.args,
+            "engine": self.engine,
+            "status": self.status,
+            "error": self.error,
+            "started": datetime.fromtimestamp(self.started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "finished": _now_iso(),
+            "seconds": round(time.time() - self.started, 3),
+            "steps_seconds": {k: round(v, 3) for k, v in self.steps.items()},
+            "definitions": self.definitions,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "counts": self.counts,
+            "dropped": self.dropped,
+            "validation": self.validation,
+            "notes": self.notes,
+            "pid": os.getpid(),
+        }
+
+    def write_manifest(self) -> Path:
+        path = self.warehouse / "_runs" / f"{self.run_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.manifest(), indent=2, default=str))
+        tmp.replace(path)
+        return path
+
+
+class _Step:
+    def __init__(self, run: Run, name: str):
+        self.run, self.name = run, name
+
+    def __enter__(self) -> "_Step":
+        self.t0 = time.time()
+        self.run.say(f"{self.name} ...")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        took = time.time() - self.t0
+        self.run.steps[self.name] = self.run.steps.get(self.name, 0.0) + took
+        if exc[0] is None:
+            self.run.say(f"{self.name} done in {took:.1f}s")

@@ -1,0 +1,192 @@
+"""Every read and write of an output table, with the guards of ../shared/ENGINES.md.
+
+Two formats behind one interface:
+
+- Delta Lake (Sail natively, classic Spark with delta-spark): a range is replaced with
+  `replaceWhere`. Sail neither checks that written rows match the predicate nor keeps rows where
+  it is NULL, so we always filter what we write to the predicate ourselves and only put NOT NULL
+  columns in predicates. Versions are read engine-independently with the `deltalake` package.
+- Parquet (classic Spark without Delta jars): tilewise's own copy-on-write versions. Each version
+  is a complete, immutable folder `v00000007-<id>/`; a commit is the exclusive creation of
+  `_tilewise_log/00000007.json` naming that folder, so a crashed write leaves only an orphan
+  folder and readers never see half a version. Every write rewrites the table: right for local
+  runs and CI, not for big tables (use Delta there).
+
+All writes hold the table's lock (`locks.py`), because Sail detects no write conflicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from spark_jobs.errors import InputDataError
+from spark_jobs.storage.locks import table_lock
+
+_LOG = "_tilewise_log"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    table: str
+    version: int
+    rows: int | None = None
+
+
+class Warehouse:
+    """Tables under one root, in one format, for one session."""
+
+    def __init__(self, spark: SparkSession, root: Path, table_format: str, *, lock_timeout_s: float = 3600.0):
+        self.spark = spark
+        self.root = root
+        self.format = table_format
+        self.lock_timeout_s = lock_timeout_s
+
+    # -- paths and metadata ------------------------------------------------------------------
+    def path(self, table: str) -> Path:
+        return self.root / table
+
+    def exists(self, table: str) -> bool:
+        return self.version(table) is not None
+
+    def version(self, table: str) -> int | None:
+        """Latest committed version, or None when the table does not exist."""
+        path = self.path(table)
+        if self.format == "delta":
+            if not any((path / "_delta_log").glob("*.json")):
+                return None
+            from deltalake import DeltaTable
+
+            return int(DeltaTable(str(path)).version())
+        commits = sorted((path / _LOG).glob("*.json"))
+        return int(commits[-1].stem) if commits else None
+
+    # -- reads -------------------------------------------------------------------------------
+    def read(self, table: str, version: int | None = None) -> DataFrame:
+        path = self.path(table)
+        if self.version(table) is None:
+            raise InputDataError(f"table {table} does not exist under {self.root} (run the job that builds it first)")
+        if self.format == "delta":
+            reader = self.spark.read.format("delta")
+            if version is not None:
+                reader = reader.option("versionAsOf", version)
+            return reader.load(str(path))
+        entry = self._parquet_entry(table, version)
+        schema = StructType.fromJson(entry["schema"])
+        df = self.spark.read.schema(schema).parquet(str(path / entry["data"]))
+        return df.select(*schema.fieldNames())
+
+    # -- writes ------------------------------------------------------------------------------
+    def replace_range(self, table: str, df: DataFrame, predicate: str, partition_by: list[str]) -> WriteResult:
+        """Make the rows of `table` matching `predicate` exactly the rows of `df` matching it.
+
+        Rows outside the predicate are untouched; `df` rows outside it are not written. The
+        predicate must only use NOT NULL columns (see module docstring).
+        """
+        data = df.filter(predicate)
+        with self.lock(table):
+            if self.format == "delta":
+                self._check_schema(table, data)
+                writer = data.write.format("delta").mode("overwrite").partitionBy(*partition_by)
+                if self.version(table) is not None:
+                    writer = writer.option("replaceWhere", predicate)
+                writer.save(str(self.path(table)))
+            else:
+                kept = None
+                if self.version(table) is not None:
+                    self._check_schema(table, data)
+                    kept = self.read(table).filter(f"NOT coalesce(({predicate}), false)")
+                self._parquet_commit(table, data if kept is None else kept.unionByName(data), partition_by)
+            version = self.version(table)
+        assert version is not None
+        return WriteResult(table, version)
+
+    def overwrite(self, table: str, df: DataFrame, partition_by: list[str]) -> WriteResult:
+        """Replace the whole table with `df` (a new version; history is kept)."""
+        with self.lock(table):
+            if self.format == "delta":
+                (
+                    df.write.format("delta")
+                    .mode("overwrite")
+                    .option("overwriteSchema", "true")
+                    .partitionBy(*partition_by)
+                    .save(str(self.path(table)))
+                )
+            else:
+                self._parquet_commit(table, df, partition_by)
+            version = self.version(table)
+        assert version is not None
+        return WriteResult(table, version)
+
+    # -- internals ---------------------------------------------------------------------------
+    def lock(self, table: str, on_wait: Callable[[str], None] | None = None) -> AbstractContextManager[None]:
+        """Exclusive write access to `table` (re-entrant in this process)."""
+        return table_lock(self.root / "_locks", table, timeout_s=self.lock_timeout_s, on_wait=on_wait)
+
+    def _check_schema(self, table: str, data: DataFrame) -> None:
+        if self.version(table) is None:
+            return
+        have = self.read(table).schema
+        want = data.schema
+        have_cols = {f.name: f.dataType.simpleString() for f in have.fields}
+        want_cols = {f.name: f.dataType.simpleString() for f in want.fields}
+        if set(have_cols) != set(want_cols):
+            added = sorted(set(want_cols) - set(have_cols))
+            removed = sorted(set(have_cols) - set(want_cols))
+            raise InputDataError(
+                f"table {table} was built from another definition (columns added: {added or 'none'}, "
+                f"removed: {removed or 'none'}); its history would mix both. Rebuild it with --rebuild."
+            )
+
+    def _parquet_entry(self, table: str, version: int | None) -> dict:
+        log = self.path(table) / _LOG
+        v = self.version(table) if version is None else version
+        try:
+            return json.loads((log / f"{v:08d}.json").read_text())
+        except FileNotFoundError:
+            raise InputDataError(f"table {table} has no version {version}") from None
+
+    def _parquet_commit(self, table: str, df: DataFrame, partition_by: list[str]) -> None:
+        path = self.path(table)
+        current = self.version(table)
+        version = 0 if current is None else current + 1
+        data_dir = f"v{version:08d}-{uuid.uuid4().hex[:8]}"
+        df.write.mode("errorifexists").partitionBy(*partition_by).parquet(str(path / data_dir))
+        entry = {"version": version, "data": data_dir, "schema": json.loads(df.schema.json())}
+        log = path / _LOG
+        log.mkdir(parents=True, exist_ok=True)
+        tmp = log / f".{version:08d}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(entry))
+        try:
+            # link() fails if the version exists: the commit is atomic and exclusive.
+            os.link(tmp, log / f"{version:08d}.json")
+        except FileExistsError:
+            shutil.rmtree(path / data_dir, ignore_errors=True)
+            raise InputDataError(f"table {table}: version {version} was committed by another writer") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def stage(spark: SparkSession, folder: Path, df: DataFrame, partition_by: list[str] = ()) -> DataFrame:  # type: ignore[assignment]
+    """Materialise `df` as Parquet in a run's folder and return it read back.
+
+    Staged data is what gets validated and then published, so the published rows are exactly
+    the validated ones; when validation fails, it stays in the run folder as the rejected output.
+    """
+    if folder.exists():
+        shutil.rmtree(folder)
+    writer = df.write.mode("errorifexists")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.parquet(str(folder))
+    read = spark.read.schema(df.schema).parquet(str(folder))
+    return read.select(*[f"`{c}`" for c in df.columns])

@@ -1,0 +1,88 @@
+"""Events -> finest blocks -> coarser blocks (always rolled up from the finer ones).
+
+A block row holds, for one key, block size and block start, the intermediate parts of every
+feature of the feature set (`{feature}__{part}`) and `event_count`, the events it was built from.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from spark_jobs.aggregations import REGISTRY, AggInput
+from spark_jobs.defs.models import Feature, FeatureSet
+from spark_jobs.transforms.events import TS
+
+BLOCK_COLUMNS = ("block_size", "block_start", "block_date")
+EVENT_COUNT = "event_count"
+
+
+def quote(name: str) -> str:
+    return f"`{name}`"
+
+
+def agg_input(feature: Feature, fs: FeatureSet) -> AggInput:
+    """The SQL an aggregation sees for `feature` over clean events."""
+    value = quote(feature.column) if feature.column else None
+    conds = [f"({feature.filter})"] if feature.filter else []
+    if value is not None:
+        conds.append(f"{value} IS NOT NULL")
+    identity = ", ".join([f"unix_micros({TS})", *(quote(k) for k in fs.key), *([value] if value else [])])
+    return AggInput(
+        value=value,
+        cond=" AND ".join(conds) or "true",
+        ts=TS,
+        sample_hash=f"xxhash64({identity})",
+        n=feature.n,
+        quantiles=tuple(feature.quantiles or ()),
+    )
+
+
+def part_column(feature: Feature, part: str) -> str:
+    return f"{feature.name}__{part}"
+
+
+def part_columns(fs: FeatureSet) -> list[str]:
+    return [part_column(f, p) for f in fs.features for p in REGISTRY[f.aggregation].parts]
+
+
+def _block_start(epoch_seconds: str, size: int) -> str:
+    return f"timestamp_seconds({epoch_seconds} - pmod({epoch_seconds}, {size}))"
+
+
+def build_blocks(events: DataFrame, fs: FeatureSet) -> DataFrame:
+    """Finest blocks from clean events (keys and `_tw_ts` not null)."""
+    size = fs.finest.seconds
+    aggs = [F.count(F.lit(1)).cast("bigint").alias(EVENT_COUNT)]
+    for feature in fs.features:
+        agg = REGISTRY[feature.aggregation]
+        for part, expr in agg.map_sql(agg_input(feature, fs)).items():
+            aggs.append(F.expr(expr).alias(part_column(feature, part)))
+    starts = events.withColumn("block_start", F.expr(_block_start(f"unix_seconds({TS})", size)))
+    blocks = starts.groupBy(*[quote(k) for k in fs.key], "block_start").agg(*aggs)
+    return _with_block_columns(blocks, fs, size)
+
+
+def roll_up(finer: DataFrame, fs: FeatureSet, size: int) -> DataFrame:
+    """Blocks of `size` seconds from finer blocks (any finer size that divides it)."""
+    aggs = [F.sum(EVENT_COUNT).cast("bigint").alias(EVENT_COUNT)]
+    for feature in fs.features:
+        agg = REGISTRY[feature.aggregation]
+        x = agg_input(feature, fs)
+        cols = {p: quote(part_column(feature, p)) for p in agg.parts}
+        for part, expr in agg.combine_sql(cols, x).items():
+            aggs.append(F.expr(expr).alias(part_column(feature, part)))
+    starts = finer.withColumn("block_start", F.expr(_block_start("unix_seconds(block_start)", size)))
+    blocks = starts.groupBy(*[quote(k) for k in fs.key], "block_start").agg(*aggs)
+    return _with_block_columns(blocks, fs, size)
+
+
+def _with_block_columns(blocks: DataFrame, fs: FeatureSet, size: int) -> DataFrame:
+    return blocks.select(
+        *[quote(k) for k in fs.key],
+        F.lit(size).cast("bigint").alias("block_size"),
+        "block_start",
+        F.to_date("block_start").alias("block_date"),
+        EVENT_COUNT,
+        *[quote(c) for c in part_columns(fs)],
+    )

@@ -1,0 +1,112 @@
+"""Point-in-time features: watermark-bounded windows assembled from blocks.
+
+For an impression at `t` with watermark `w` and a feature set with finest block `g`:
+    end   = floor_g(t) if w is NULL else min(floor_g(w), floor_g(t))
+    start = floor_g(t) - W
+and the feature is the aggregation of events in [start, end), assembled from the minimal cover
+of blocks (`plan.windows`). Impressions that share (key, floor_g(t), end) share one request, so
+the work is per distinct request, not per impression: each request explodes into its cover
+blocks, which are equi-joined to the block table and combined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from spark_jobs.aggregations import REGISTRY
+from spark_jobs.defs.models import FeatureRef, FeatureSet
+from spark_jobs.plan.windows import cover_sql
+from spark_jobs.transforms.blocks import agg_input, part_column, quote
+
+T_FLOOR = "_tw_tfloor"  # floor_g(t), epoch seconds
+END = "_tw_end"  # end of every window of this feature set, epoch seconds
+
+
+def with_window_bounds(df: DataFrame, fs: FeatureSet, ts: str, watermark: str | None) -> DataFrame:
+    """Add `_tw_tfloor` and `_tw_end` (epoch seconds) for impressions at `ts` with `watermark`."""
+    g = fs.finest.seconds
+    t = f"unix_seconds({quote(ts)})"
+    t_floor = f"({t} - pmod({t}, {g}))"
+    if watermark is None:
+        end = t_floor
+    else:
+        w = f"unix_seconds({quote(watermark)})"
+        end = f"CASE WHEN {w} IS NULL THEN {t_floor} ELSE least({w} - pmod({w}, {g}), {t_floor}) END"
+    return df.withColumn(T_FLOOR, F.expr(t_floor)).withColumn(END, F.expr(end))
+
+
+def cutoff_column(fs_name: str) -> str:
+    return f"{fs_name}_cutoff"
+
+
+def assemble(requests: DataFrame, blocks: DataFrame, fs: FeatureSet, refs: Sequence[FeatureRef]) -> DataFrame:
+    """Feature values for distinct requests (keys, `_tw_tfloor`, `_tw_end`).
+
+    Returns one row per request that saw at least one block, with one column per ref holding
+    the finalized value or NULL when its window saw no event; callers apply `fill_empty`.
+    """
+    keys = [quote(k) for k in fs.key]
+    windows = sorted({r.window.seconds for r in refs})
+    sizes = tuple(d.seconds for d in fs.block_sizes)
+    per_window = [
+        f"transform({cover_sql(f'({T_FLOOR} - {w})', END, sizes)}, "
+        f"b -> named_struct('w', CAST({w} AS BIGINT), 'size', b.size, 'start', b.start))"
+        for w in windows
+    ]
+    wanted = (
+        requests.select(*keys, T_FLOOR, END)
+        .withColumn("_tw_b", F.explode(F.expr(f"concat({', '.join(per_window)})")))
+        .select(
+            *keys,
+            T_FLOOR,
+            END,
+            F.col("_tw_b.w").alias("_tw_w"),
+            F.col("_tw_b.size").alias("block_size"),
+            F.expr("timestamp_seconds(_tw_b.start)").alias("block_start"),
+        )
+    )
+    needed = sorted({r.feature for r in refs})
+    features = {f.name: f for f in fs.features}
+    block_cols = [part_column(features[n], p) for n in needed for p in REGISTRY[features[n].aggregation].parts]
+    joined = wanted.join(
+        blocks.select(*keys, "block_size", "block_start", *[quote(c) for c in block_cols]),
+        on=[*fs.key, "block_size", "block_start"],
+        how="inner",
+    )
+    aggs, finals = [], []
+    for ref in refs:
+        feature = features[ref.feature]
+        agg = REGISTRY[feature.aggregation]
+        x = agg_input(feature, fs)
+        in_window = {
+            p: f"CASE WHEN _tw_w = {ref.window.seconds} THEN {quote(part_column(feature, p))} END" for p in agg.parts
+        }
+        combined = {p: f"_tw_{ref.column}__{p}" for p in agg.parts}
+        for part, expr in agg.combine_sql(in_window, x).items():
+            aggs.append(F.expr(expr).alias(combined[part]))
+        finals.append(F.expr(agg.finalize_sql({p: quote(c) for p, c in combined.items()}, x)).alias(ref.column))
+    grouped = joined.groupBy(*keys, T_FLOOR, END).agg(*aggs)
+    return grouped.select(*keys, T_FLOOR, END, *finals)
+
+
+def fill_empty(df: DataFrame, fs: FeatureSet, refs: Sequence[FeatureRef]) -> DataFrame:
+    """Empty windows: count/sum/approx_count_distinct -> 0, last_n -> [], others NULL; or `default`."""
+    features = {f.name: f for f in fs.features}
+    cols = []
+    for ref in refs:
+        feature = features[ref.feature]
+        agg = REGISTRY[feature.aggregation]
+        col = F.col(quote(ref.column))
+        if agg.empty == "empty_list":
+            dtype = df.schema[ref.column].dataType.simpleString()
+            col = F.coalesce(col, F.expr(f"CAST(array() AS {dtype})"))
+        elif feature.default is not None:
+            col = F.coalesce(col, F.lit(feature.default))
+        elif agg.empty == "zero":
+            col = F.coalesce(col, F.lit(0))
+        cols.append(col.alias(ref.column))
+    others = [quote(c) for c in df.columns if c not in {r.column for r in refs}]
+    return df.select(*others, *cols)
