@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -16,6 +15,7 @@ from spark_jobs.engine.session import use_utc
 from spark_jobs.errors import InputDataError, TilewiseError
 
 Body = Callable[..., None]
+DEFAULT_PROFILE = "conf/local.yaml"
 
 
 def _date(text: str) -> date:
@@ -44,7 +44,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--conf", default="conf/local.yaml", help="engine profile (default conf/local.yaml)")
+    common.add_argument(
+        "--conf", default=None, help="engine profile (default conf/local.yaml, else built-in Sail + Delta defaults)"
+    )
     common.add_argument("--defs", default="feature_defs", help="definitions folder (default feature_defs)")
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
     common.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -96,7 +98,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from spark_jobs.defs.loader import load_definitions
     from spark_jobs.engine.profile import load_profile
 
-    profile = load_profile(args.conf, args.set)
+    profile = load_profile(args.conf or DEFAULT_PROFILE, args.set, missing_ok=args.conf is None)
     if args.command == "demo":
         from spark_jobs.jobs import demo
 
@@ -112,34 +114,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def run_engine_command(args: argparse.Namespace, profile, defs) -> int:  # type: ignore[no-untyped-def]
-    """Open the engine, run one job with a manifest and a summary, whatever happens."""
+    """Open the engine and run one job (manifest and summary are written whatever happens)."""
     from spark_jobs.engine.session import open_engine
+    from spark_jobs.jobs.runner import execute
     from spark_jobs.storage.manifest import Run
-    from spark_jobs.storage.tables import Warehouse
 
     job, job_args = _job(args, defs)
     run = Run(args.command, profile.warehouse_path, args=_plain_args(args), quiet=args.quiet)
-    run.definitions = dict(defs.files)
-    code = 0
-    try:
-        with open_engine(profile) as engine:
-            run.engine = engine.name
-            run.say(f"{args.command} on {engine.name} ({profile.table_format}) -> {profile.warehouse_path}")
-            wh = Warehouse(engine.spark, profile.warehouse_path, profile.table_format, lock_timeout_s=profile.lock_timeout_s)
-            job(engine, wh, defs, run, **job_args)
-        run.status = "ok"
-    except TilewiseError as exc:
-        run.status, run.error = "failed", str(exc)
-        code = exc.exit_code
-        raise
-    except Exception as exc:
-        run.status, run.error = "error", f"{type(exc).__name__}: {exc}"
-        code = 1
-        traceback.print_exc()
-        raise
-    finally:
-        path = run.write_manifest()
-        _print_summary(run, path, code)
+    with open_engine(profile) as engine:
+        execute(engine, defs, run, job, **job_args)
     return 0
 
 
@@ -187,26 +170,6 @@ def _feature_sets(defs, wanted: list[str]) -> list[str]:  # type: ignore[no-unty
 
 def _plain_args(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, (date, datetime, Path)) else v) for k, v in vars(args).items()}
-
-
-def _print_summary(run, manifest_path: Path, code: int) -> None:  # type: ignore[no-untyped-def]
-    if run.quiet:
-        return
-    m = run.manifest()
-    lines = [f"== tilewise {run.command}: {run.status.upper()} in {m['seconds']:.1f}s on {run.engine or '-'}"]
-    for table, out in run.outputs.items():
-        lines.append(f"   wrote {table}: version {out.get('version')}, {out.get('rows', '?'):,} rows")
-    for reason, rows in run.dropped.items():
-        lines.append(f"   dropped {rows:,} rows: {reason}")
-    for table, v in run.validation.items():
-        state = "passed" if v["success"] else "FAILED"
-        lines.append(f"   validation {table}: {state} ({v['expectations']} expectations, {v['seconds']:.1f}s)")
-    for note in run.notes:
-        lines.append(f"   note: {note}")
-    if run.error:
-        lines.append(f"   error: {run.error.splitlines()[0]}")
-    lines.append(f"   manifest: {manifest_path}")
-    print("\n".join(lines), file=sys.stderr)
 
 
 if __name__ == "__main__":

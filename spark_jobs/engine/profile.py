@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -42,13 +43,21 @@ def parse_bytes(text: object, where: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
-def load_profile(path: str | Path, overrides: list[str] = ()) -> Profile:  # type: ignore[assignment]
-    """Read a profile and apply `KEY=VALUE` overrides (`spark.<conf>=v`, `sail.memory_limit=4g`)."""
+def load_profile(path: str | Path, overrides: Sequence[str] = (), *, missing_ok: bool = False) -> Profile:
+    """Read a profile and apply `KEY=VALUE` overrides (`spark.<conf>=v`, `sail.memory_limit=4g`).
+
+    With `missing_ok`, a missing file means the built-in defaults (Sail, Delta, ./warehouse).
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise DefinitionError(f"{path}: profile not found (see conf/ for local.yaml, spark-local.yaml, cluster.yaml)")
+        if missing_ok:
+            raw = {}
+        else:
+            raise DefinitionError(
+                f"{path}: profile not found (see conf/ for local.yaml, spark-local.yaml, cluster.yaml)"
+            ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

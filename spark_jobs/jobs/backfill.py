@@ -111,6 +111,7 @@ def backfill_feature_set(
         )
         with run.step(f"{fs.name}: publish {table}"):
             result = gate.publish(run, report, lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY))
+        gate.discard_staged(run)
 
     dups = counts["in_range"] - counts["null_key"] - aggregated
     run.inputs[fs.source] = {**{k: v.as_dict() for k, v in stats.items()}.get(fs.source, {}), "rows_read": counts["rows_read"]}

@@ -50,5 +50,6 @@ def publish(run: Run, report: ValidationReport, write: Callable[[], WriteResult]
 
 
 def discard_staged(run: Run) -> None:
-    """After a successful publish the staged copy is no longer needed."""
-    shutil.rmtree(run.dir / "staged", ignore_errors=True)
+    """After a successful publish the staged copy and intermediates are no longer needed."""
+    for folder in ("staged", "work"):
+        shutil.rmtree(run.dir / folder, ignore_errors=True)

@@ -160,7 +160,7 @@ class Warehouse:
         current = self.version(table)
         version = 0 if current is None else current + 1
         data_dir = f"v{version:08d}-{uuid.uuid4().hex[:8]}"
-        df.write.mode("errorifexists").partitionBy(*partition_by).parquet(str(path / data_dir))
+        df.write.mode("error").partitionBy(*partition_by).parquet(str(path / data_dir))
         entry = {"version": version, "data": data_dir, "schema": json.loads(df.schema.json())}
         log = path / _LOG
         log.mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ def stage(spark: SparkSession, folder: Path, df: DataFrame, partition_by: list[s
     """
     if folder.exists():
         shutil.rmtree(folder)
-    writer = df.write.mode("errorifexists")
+    writer = df.write.mode("error")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.parquet(str(folder))

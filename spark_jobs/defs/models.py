@@ -1,0 +1,790 @@
+"""Typed, frozen definitions: sources, feature sets, training sets. No Spark here.
+
+Each model checks its own invariants and reports every problem at the path of the field at
+fault (see :class:`Invalid`), so the loader can point at file and line. References to other
+entries are checked against the validation context the loader passes: ``sources`` (every
+defined source name), ``feature_sets`` (valid feature sets by name, to resolve a training set's
+``fs.feature_window`` strings) and ``invalid_feature_sets`` (names whose problems are reported
+already). Cycles between SQL views are checked by :class:`Definitions`.
+
+Definitions come from many teams, so text that ends up in SQL is checked here too: a view is one
+SELECT over sources, a filter one boolean expression.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from spark_jobs.defs.durations import Duration, parse_duration
+
+# Aggregation name -> the parameters it requires (and the only ones it accepts).
+AGGREGATIONS: dict[str, tuple[str, ...]] = {
+    "count": (),
+    "sum": (),
+    "min": (),
+    "max": (),
+    "avg": (),
+    "last_n": ("n",),
+    "approx_count_distinct": (),
+    "approx_quantile": ("quantiles",),
+}
+# Aggregations that need no `column` (count counts events, or non-null values of a column).
+COLUMN_OPTIONAL: frozenset[str] = frozenset({"count"})
+
+NAME = re.compile(r"[a-z][a-z0-9_]*")
+_NAME_MAX = 100
+
+Loc = tuple[str | int, ...]
+
+
+# -- problems ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong at `loc` below the validated value; `message` starts with the bad value."""
+
+    loc: Loc
+    message: str
+
+
+class Invalid(ValueError):
+    """Raised by validators with every problem found, each at its own path."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(p.message for p in self.problems))
+
+
+def _raise_any(problems: list[Problem]) -> None:
+    if problems:
+        raise Invalid(problems)
+
+
+def show(value: object, limit: int = 80) -> str:
+    """A value as a short YAML-like text for messages (``7m``, ``[1h, 1d]``, ``"a; b"``)."""
+    if isinstance(value, str):
+        text = value if re.fullmatch(r"[\w./${}:*+-]+", value) else '"' + value.replace('"', '\\"') + '"'
+    else:
+        try:
+            text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
+            text = text.removesuffix("\n...").strip()
+        except Exception:  # anything YAML cannot dump is shown as Python sees it
+            text = repr(value)
+        text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_of(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def unknown_field(key: object, allowed: Collection[str]) -> str:
+    """The message for a field name that the model does not have."""
+    close = difflib.get_close_matches(key, allowed, n=1) if isinstance(key, str) else []
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{show(key)} is not a known field{hint} (allowed: {', '.join(allowed)})"
+
+
+# -- field types -------------------------------------------------------------------------------
+
+
+def check_name(value: str) -> str:
+    if not NAME.fullmatch(value) or len(value) > _NAME_MAX:
+        raise ValueError(
+            f"{show(value)} is not a valid name: use lowercase letters, digits and _, starting with a letter"
+            f" (at most {_NAME_MAX} characters), e.g. user_activity"
+        )
+    return value
+
+
+def _to_duration(value: object) -> Duration:
+    return value if isinstance(value, Duration) else parse_duration(value)  # type: ignore[arg-type]
+
+
+def _one_or_many(value: object) -> object:
+    return (value,) if isinstance(value, str) else value
+
+
+def _scalar(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(f"{show(value)} is not a valid default: use a number, a text or true/false")
+
+
+def _check_aggregation(value: str) -> str:
+    if value not in AGGREGATIONS:
+        raise ValueError(f"{show(value)} is not an aggregation (valid: {', '.join(AGGREGATIONS)})")
+    return value
+
+
+def _check_expectation_type(value: str) -> str:
+    if not re.fullmatch(r"expect_[a-z0-9_]+", value):
+        raise ValueError(
+            f"{show(value)} is not an expectation type: use the snake_case name of a Great Expectations"
+            " expectation, e.g. expect_column_values_to_be_between"
+        )
+    return value
+
+
+def _check_filter(value: str) -> str:
+    return check_filter(value)
+
+
+def _defined_source(name: str, info: ValidationInfo) -> str:
+    sources = (info.context or {}).get("sources")
+    if sources is not None and name not in sources:
+        raise ValueError(f"{name} is not a source (defined: {_one_of(sources)})")
+    return name
+
+
+Name = Annotated[str, Field(strict=True), AfterValidator(check_name)]
+Text = Annotated[str, Field(strict=True, min_length=1)]
+Columns = Annotated[tuple[Text, ...], BeforeValidator(_one_or_many)]
+DurationField = Annotated[Duration, PlainValidator(_to_duration), PlainSerializer(str)]
+Filter = Annotated[str, Field(strict=True), AfterValidator(_check_filter)]
+# A source's name; checked against the "sources" of the validation context when there is one.
+SourceRef = Annotated[Name, AfterValidator(_defined_source)]
+Fraction = Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
+Scalar = Annotated[int | float | str | bool | None, PlainValidator(_scalar)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Fields the loader fills in (from the mapping key, the file, the SQL file); not YAML keys.
+    DERIVED: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def yaml_fields(cls) -> list[str]:
+        return [name for name in cls.model_fields if name not in cls.DERIVED]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        # Instead of pydantic's "extra inputs are not permitted": name the field, list the right ones.
+        if isinstance(data, Mapping):
+            unknown = [key for key in data if key not in cls.model_fields]
+            _raise_any([Problem((key,), unknown_field(key, cls.yaml_fields())) for key in unknown])
+        return data
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+class Source(_Model):
+    """Where events come from: files under `path`, or a SQL view (`sql`) over other sources."""
+
+    DERIVED = frozenset({"name", "file", "sql_file", "depends_on"})
+
+    name: Name
+    file: str = ""
+    path: Text | None = None
+    format: Literal["parquet", "delta", "csv", "json"] | None = None
+    timestamp: Text
+    dedupe_key: Columns = ()
+    sql_file: str | None = None
+    sql: str | None = None
+    depends_on: tuple[Name, ...] = ()
+
+    @field_validator("sql")
+    @classmethod
+    def _single_select(cls, sql: str | None, info: ValidationInfo) -> str | None:
+        if sql is None:
+            return None
+        try:
+            return check_view_sql(sql)
+        except ValueError as exc:
+            raise ValueError(f"{show(info.data.get('sql_file') or 'the view')} {exc}") from None
+
+    @model_validator(mode="after")
+    def _path_or_sql(self) -> Source:
+        problems = []
+        if self.path is not None and self.sql is not None:
+            problems.append(Problem(("sql",), f"{show(self.sql_file)}: a source reads a path or a sql view, not both"))
+        elif self.path is None and self.sql is None:
+            problems.append(Problem((), "a source needs either path (with format) or sql (a view under sql/)"))
+        elif self.path is not None and self.format is None:
+            problems.append(Problem(("format",), "missing: a source with a path needs format (parquet, delta, csv or json)"))
+        if self.path is not None and "${" in self.path:
+            problems.append(Problem(("path",), f"{show(self.path)} uses an unknown variable: only ${{data_root}} is substituted"))
+        if self.depends_on and self.sql is None:
+            problems.append(Problem(("depends_on",), f"{show(list(self.depends_on))}: only a sql view depends on sources"))
+        _raise_any(problems)
+        return self
+
+
+# -- feature sets ------------------------------------------------------------------------------
+
+
+class Feature(_Model):
+    """One aggregation of a column over several windows; output columns `{name}_{window}`."""
+
+    name: Name
+    aggregation: Annotated[str, Field(strict=True), AfterValidator(_check_aggregation)]
+    column: Text | None = None
+    filter: Filter | None = None
+    windows: Annotated[tuple[DurationField, ...], Field(min_length=1)]
+    default: Scalar = None
+    n: Annotated[int, Field(strict=True, ge=1)] | None = None
+    quantiles: Annotated[tuple[Fraction, ...], Field(min_length=1)] | None = None
+
+    def output_column(self, window: Duration) -> str:
+        return f"{self.name}_{window}"
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        return tuple(self.output_column(w) for w in self.windows)
+
+    @model_validator(mode="after")
+    def _parameters(self) -> Feature:
+        agg, takes = self.aggregation, AGGREGATIONS[self.aggregation]
+        problems = []
+        if self.column is None and agg not in COLUMN_OPTIONAL:
+            problems.append(Problem(("column",), f"missing: {agg} needs the column it aggregates"))
+        for param in sorted({p for params in AGGREGATIONS.values() for p in params}):
+            value = getattr(self, param)
+            if value is not None and param not in takes:
+                problems.append(
+                    Problem((param,), f"{show(value)}: {agg} has no parameter {param} ({agg} takes {_one_of(takes)})")
+                )
+            elif value is None and param in takes:
+                problems.append(Problem((param,), f"missing: {agg} needs {param}"))
+        seen: dict[Duration, Duration] = {}
+        for i, window in enumerate(self.windows):
+            if window in seen:
+                problems.append(Problem(("windows", i), f"{window} repeats the window {seen[window]}"))
+            seen.setdefault(window, window)
+        _raise_any(problems)
+        return self
+
+
+class FeatureSet(_Model):
+    """Features of one source per entity key, pre-aggregated in blocks of `block_sizes`."""
+
+    DERIVED = frozenset({"name", "file"})
+
+    name: Name
+    file: str = ""
+    source: SourceRef
+    key: Annotated[Columns, Field(min_length=1)]
+    block_sizes: Annotated[tuple[DurationField, ...], Field(min_length=1)]
+    lateness: Annotated[DurationField, Field(validate_default=True)] = Duration(86400, "d")
+    features: Annotated[tuple[Feature, ...], Field(min_length=1)]
+
+    @property
+    def finest(self) -> Duration:
+        return self.block_sizes[0]
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        return tuple(column for feature in self.features for column in feature.output_columns)
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"feature set {self.name} has no feature {name}")
+
+    @field_validator("block_sizes")
+    @classmethod
+    def _finest_first(cls, sizes: tuple[Duration, ...]) -> tuple[Duration, ...]:
+        problems = []
+        for i, (smaller, size) in enumerate(pairwise(sizes), start=1):
+            if size <= smaller:
+                problems.append(Problem((i,), f"{size} is not longer than {smaller}: list block sizes finest first"))
+            elif not size.is_multiple_of(smaller):
+                problems.append(Problem((i,), f"{size} is not a multiple of the block size before it, {smaller}"))
+        _raise_any(problems)
+        return sizes
+
+    @field_validator("lateness")
+    @classmethod
+    def _whole_blocks(cls, lateness: Duration, info: ValidationInfo) -> Duration:
+        sizes = info.data.get("block_sizes")
+        if sizes and not lateness.is_multiple_of(sizes[0]):
+            raise ValueError(f"{lateness} is not a multiple of the finest block {sizes[0]}")
+        return lateness
+
+    @model_validator(mode="after")
+    def _features_fit(self) -> FeatureSet:
+        problems = []
+        finest = self.finest
+        names: dict[str, int] = {}
+        for i, feature in enumerate(self.features):
+            if feature.name in names:
+                problems.append(
+                    Problem(("features", i, "name"), f"{feature.name} is defined twice (also features[{names[feature.name]}])")
+                )
+            names.setdefault(feature.name, i)
+        taken = {column: "a key column" for column in self.key} | {name: "the name of a feature" for name in names}
+        for i, feature in enumerate(self.features):
+            for j, window in enumerate(feature.windows):
+                column = feature.output_column(window)
+                if not window.is_multiple_of(finest):
+                    problems.append(
+                        Problem(("features", i, "windows", j), f"{window} is not a multiple of the finest block {finest}")
+                    )
+                elif column in taken:
+                    problems.append(Problem(("features", i, "windows", j), f"{window}: output column {column} is also {taken[column]}"))
+        _raise_any(problems)
+        return self
+
+
+# -- training sets -----------------------------------------------------------------------------
+
+
+class FeatureRef(_Model):
+    """One output column of a training set: a feature of a feature set at one window."""
+
+    feature_set: Name
+    feature: Name
+    window: DurationField
+
+    @property
+    def column(self) -> str:
+        return f"{self.feature}_{self.window}"
+
+    def __str__(self) -> str:
+        return f"{self.feature_set}.{self.column}"
+
+
+class Label(_Model):
+    """1 when an event of `source` passing `filter` has the impression's id within `within`."""
+
+    name: Name
+    source: SourceRef
+    filter: Filter | None = None
+    within: DurationField
+
+
+class ExpectationSpec(_Model):
+    """A Great Expectations expectation by its snake_case name, with its kwargs."""
+
+    type: Annotated[str, Field(strict=True), AfterValidator(_check_expectation_type)]
+    kwargs: dict[Text, Any] = {}
+
+
+class Validation(_Model):
+    """The user's data-quality checks of a training set (built-in checks always run besides)."""
+
+    min_rows: Annotated[int, Field(strict=True, ge=0)] | None = None
+    max_null_fraction: dict[Text, Fraction] = {}
+    expectations: tuple[ExpectationSpec, ...] = ()
+
+
+class TrainingSet(_Model):
+    """Impressions joined with point-in-time features and delayed labels."""
+
+    DERIVED = frozenset({"name", "file"})
+
+    name: Name
+    file: str = ""
+    impressions: SourceRef
+    keys: dict[Text, Text] = {}
+    features: Annotated[tuple[FeatureRef, ...], Field(min_length=1)]
+    labels: tuple[Label, ...] = ()
+    validation: Validation = Validation()
+
+    @property
+    def feature_sets(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(ref.feature_set for ref in self.features))
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]:
+        return tuple(ref.column for ref in self.features)
+
+    def impression_column(self, key: str) -> str:
+        """The impression column that holds feature-set key column `key`."""
+        return self.keys.get(key, key)
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _resolve(cls, value: Any, info: ValidationInfo) -> Any:
+        context = info.context or {}
+        if "feature_sets" not in context or not isinstance(value, (list, tuple)):
+            return value
+        return resolve_feature_refs(value, context["feature_sets"], context.get("invalid_feature_sets", ()))
+
+    @model_validator(mode="after")
+    def _known_keys(self, info: ValidationInfo) -> TrainingSet:
+        feature_sets = (info.context or {}).get("feature_sets")
+        if feature_sets is None or any(fs not in feature_sets for fs in self.feature_sets):
+            return self
+        key_columns = {column for fs in self.feature_sets for column in feature_sets[fs].key}
+        _raise_any(
+            [
+                Problem(("keys", key), f"{show(key)} is not a key column of the feature sets used (keys: {_one_of(key_columns)})")
+                for key in self.keys
+                if key not in key_columns
+            ]
+        )
+        return self
+
+    @model_validator(mode="after")
+    def _label_names(self) -> TrainingSet:
+        taken = {ref.column: f"the column of feature {ref}" for ref in self.features}
+        taken |= {f"{fs}_cutoff": f"the cutoff column of {fs}" for fs in self.feature_sets}
+        taken["impression_id"] = "the impression id column"
+        problems = []
+        for i, label in enumerate(self.labels):
+            if label.name in taken:
+                problems.append(Problem(("labels", i, "name"), f"{label.name} is already {taken[label.name]}"))
+            taken.setdefault(label.name, f"the name of labels[{i}]")
+        _raise_any(problems)
+        return self
+
+
+def resolve_feature_refs(
+    items: Iterable[object], feature_sets: Mapping[str, FeatureSet], invalid: Collection[str] = ()
+) -> tuple[FeatureRef, ...]:
+    """Resolve `fs.feature_window`, `fs.feature` (every window) and `fs.*` (everything).
+
+    Duplicates are dropped, first occurrence kept. References to feature sets in `invalid` (named
+    but broken, their problems reported elsewhere) are skipped.
+    """
+    refs: dict[FeatureRef, int] = {}
+    columns: dict[str, FeatureRef] = {}
+    problems = []
+    for i, item in enumerate(items):
+        try:
+            found = _resolve_one(item, feature_sets, invalid)
+        except ValueError as exc:
+            problems.append(Problem((i,), str(exc)))
+            continue
+        for ref in found:
+            if ref in refs:
+                continue
+            other = columns.get(ref.column)
+            if other is not None:
+                problems.append(Problem((i,), f"{ref} gives column {ref.column}, as {other} does: columns must be unique"))
+            refs[ref] = i
+            columns.setdefault(ref.column, ref)
+    _raise_any(problems)
+    return tuple(refs)
+
+
+def _resolve_one(item: object, feature_sets: Mapping[str, FeatureSet], invalid: Collection[str]) -> list[FeatureRef]:
+    text = str(item) if isinstance(item, FeatureRef) else item
+    if not isinstance(text, str) or text.count(".") != 1:
+        raise ValueError(
+            f"{show(text)} is not a feature reference: write feature_set.feature_window (e.g. snap.views_1h),"
+            " feature_set.feature (all its windows) or feature_set.* (all features)"
+        )
+    fs_name, rest = text.split(".")
+    if fs_name in invalid:
+        return []
+    fs = feature_sets.get(fs_name)
+    if fs is None:
+        defined = _one_of({*feature_sets, *invalid})
+        raise ValueError(f"{show(text)}: {show(fs_name)} is not a feature set (defined: {defined})")
+    if rest == "*":
+        return [_ref(fs, f, w) for f in fs.features for w in f.windows]
+    features = {f.name: f for f in fs.features}
+    if rest in features:
+        return [_ref(fs, features[rest], w) for w in features[rest].windows]
+    prefixes = [f for f in fs.features if rest.startswith(f.name + "_")]
+    if not prefixes:
+        raise ValueError(f"{show(text)}: {fs_name} has no feature {show(rest)} (features: {_one_of(features)})")
+    feature = max(prefixes, key=lambda f: len(f.name))
+    window = rest[len(feature.name) + 1 :]
+    for w in feature.windows:
+        if str(w) == window:
+            return [_ref(fs, feature, w)]
+    windows = ", ".join(str(w) for w in feature.windows)
+    raise ValueError(f"{show(text)}: feature {fs_name}.{feature.name} has no window {show(window)} (windows: {windows})")
+
+
+def _ref(fs: FeatureSet, feature: Feature, window: Duration) -> FeatureRef:
+    return FeatureRef(feature_set=fs.name, feature=feature.name, window=window)
+
+
+# -- all definitions ---------------------------------------------------------------------------
+
+
+class Definitions(_Model):
+    """Every definition, by name, and the hash of every file they came from."""
+
+    sources: dict[str, Source] = {}
+    feature_sets: dict[str, FeatureSet] = {}
+    training_sets: dict[str, TrainingSet] = {}
+    files: dict[str, str] = {}
+
+    def source_order(self, name: str) -> tuple[str, ...]:
+        """Source `name` and every source its SQL view reads, each after what it reads."""
+        order: dict[str, None] = {}
+
+        def visit(source: str) -> None:
+            if source not in order:
+                for dependency in self.sources[source].depends_on:
+                    visit(dependency)
+                order[source] = None
+
+        visit(name)
+        return tuple(order)
+
+    @model_validator(mode="after")
+    def _no_view_cycles(self) -> Definitions:
+        problems = []
+        for cycle in _cycles({name: source.depends_on for name, source in self.sources.items()}):
+            sql_file = self.sources[cycle[0]].sql_file
+            problems.append(
+                Problem(("sources", cycle[0], "sql"), f"{show(sql_file)}: SQL views form a cycle: {' -> '.join(cycle)}")
+            )
+        _raise_any(problems)
+        return self
+
+
+def _cycles(graph: Mapping[str, Iterable[str]]) -> list[tuple[str, ...]]:
+    """Each cycle of `graph` once, as a path that ends where it starts (`a -> b -> a`)."""
+    cycles: list[tuple[str, ...]] = []
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in graph.get(node, ()):
+            if nxt in path:
+                cycles.append((*path[path.index(nxt) :], nxt))
+            elif nxt in graph and nxt not in done:
+                visit(nxt, [*path, nxt])
+        done.add(node)
+
+    for node in sorted(graph):
+        if node not in done:
+            visit(node, [node])
+    return cycles
+
+
+# -- SQL text ----------------------------------------------------------------------------------
+# Not a parser: a tokenizer that knows strings, quoted identifiers and comments, enough to
+# refuse statements other than one SELECT and to find the tables a view reads.
+
+_SQL_TOKEN = re.compile(
+    r"""
+      (?P<space>\s+)
+    | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+    | (?P<string>[rR](?:'[^']*'|"[^"]*")|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+    | (?P<quoted>`(?:[^`]|``)*`)
+    | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<number>[0-9][A-Za-z0-9_.]*)
+    | (?P<symbol>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+# Statements other than a query, and commands: never part of a view or a filter.
+_COMMANDS = frozenset(
+    "ALTER ANALYZE CACHE CALL CLEAR COPY CREATE DECLARE DELETE DROP EXECUTE GRANT INSERT LOAD MERGE MSCK"
+    " OPTIMIZE REFRESH RESET RESTORE REVOKE SET TRUNCATE UNCACHE UPDATE USE VACUUM".split()
+)
+# Keywords after which "(" opens a subquery or a group, not the arguments of a function.
+_NOT_CALLS = frozenset(
+    "ALL AND ANY AS BETWEEN BY CASE DISTINCT ELSE EXCEPT EXISTS FROM HAVING IN INTERSECT IS JOIN LATERAL"
+    " LIKE MINUS NOT ON OR RECURSIVE RLIKE SELECT SOME THEN UNION USING VALUES WHEN WHERE WITH".split()
+)
+# Words that end a FROM item (so they are no alias).
+_CLAUSES = frozenset(
+    "ANTI CLUSTER CROSS DISTRIBUTE EXCEPT FULL GROUP HAVING INNER INTERSECT JOIN LATERAL LEFT LIMIT MINUS"
+    " NATURAL OFFSET ON ORDER OUTER PIVOT QUALIFY RIGHT SEMI SORT TABLESAMPLE UNION UNPIVOT USING WHERE"
+    " WINDOW".split()
+)
+# Table-valued functions that read no storage.
+_TABLE_FUNCTIONS = frozenset(
+    "explode explode_outer inline inline_outer json_tuple posexplode posexplode_outer range stack".split()
+)
+
+
+class _Token(NamedTuple):
+    kind: str
+    text: str
+    pos: int
+
+    @property
+    def upper(self) -> str:
+        return self.text.upper() if self.kind == "word" else ""
+
+
+class _SqlError(ValueError):
+    def __init__(self, pos: int, what: str) -> None:
+        super().__init__(what)
+        self.pos = pos
+        self.what = what
+
+
+def _sql_tokens(sql: str, *, comments: bool = True) -> list[_Token]:
+    tokens: list[_Token] = []
+    depth = 0
+    for match in _SQL_TOKEN.finditer(sql):
+        kind, text, pos = match.lastgroup or "symbol", match.group(), match.start()
+        if kind == "space":
+            continue
+        if kind == "comment":
+            if not comments:
+                raise _SqlError(pos, "comments are not allowed here")
+            continue
+        if kind == "symbol" and text in "'\"`":
+            raise _SqlError(pos, f"the quote {text} is never closed")
+        depth += {"(": 1, ")": -1}.get(text, 0)
+        if depth < 0:
+            raise _SqlError(pos, "a ) has no matching (")
+        tokens.append(_Token(kind, text, pos))
+    if depth:
+        raise _SqlError(len(sql), "a ( is never closed")
+    return tokens
+
+
+def _no_commands(tokens: list[_Token], what: str) -> None:
+    for i, token in enumerate(tokens):
+        if token.upper in _COMMANDS and not (i and tokens[i - 1].text == "."):
+            raise _SqlError(token.pos, f"{token.text} is not allowed: {what}")
+
+
+def _line_of(sql: str, pos: int) -> int:
+    return sql.count("\n", 0, pos) + 1
+
+
+def check_view_sql(sql: str) -> str:
+    """Check that `sql` is one SELECT (or WITH ... SELECT); return it without trailing `;`.
+
+    Raises ValueError("line N: what is wrong").
+    """
+    try:
+        tokens = _sql_tokens(sql)
+        end = len(sql)
+        while tokens and tokens[-1].text == ";":
+            end = tokens.pop().pos
+        if not tokens:
+            raise _SqlError(0, "is empty: a view is one SELECT")
+        for token in tokens:
+            if token.text == ";":
+                raise _SqlError(token.pos, "; separates statements: a view is one SELECT")
+        first = next((t for t in tokens if t.text != "("), tokens[0])
+        if first.upper not in ("SELECT", "WITH"):
+            raise _SqlError(first.pos, f"starts with {first.text}: a view is one SELECT (or WITH ... SELECT)")
+        _no_commands(tokens, "a view is one SELECT (no DDL, DML or commands)")
+    except _SqlError as exc:
+        raise ValueError(f"line {_line_of(sql, exc.pos)}: {exc.what}") from None
+    return sql[:end].rstrip()
+
+
+def check_filter(expr: str) -> str:
+    """Check that `expr` is one boolean SQL expression (no statement, subquery, comment or list)."""
+    try:
+        tokens = _sql_tokens(expr, comments=False)
+        if not tokens:
+            raise _SqlError(0, "it is empty")
+        depth = 0
+        for token in tokens:
+            depth += {"(": 1, ")": -1}.get(token.text, 0)
+            if token.text == ";":
+                raise _SqlError(token.pos, "; separates statements")
+            if token.upper in ("SELECT", "FROM"):
+                raise _SqlError(token.pos, "subqueries are not allowed")
+            if token.text == "," and depth == 0:
+                raise _SqlError(token.pos, "a , separates expressions")
+        _no_commands(tokens, "no DDL, DML or commands")
+    except _SqlError as exc:
+        raise ValueError(f"{show(expr)} is not one boolean expression: {exc.what}") from None
+    return expr
+
+
+def view_references(sql: str, sources: Collection[str]) -> tuple[str, ...]:
+    """The sources a view reads (FROM / JOIN), in order of first use.
+
+    Raises ValueError("line N: ...") for any other table: a view reads only sources, its own
+    WITH queries and table functions that read no storage (`range`, `explode`, ...).
+    """
+    tokens = _sql_tokens(sql)
+    ctes = {
+        tokens[i].text.lower()
+        for i in range(len(tokens) - 2)
+        if tokens[i].kind == "word" and tokens[i + 1].upper == "AS" and tokens[i + 2].text == "("
+    }
+    found: dict[str, None] = {}
+    for parts, is_function in _from_items(tokens):
+        written = ".".join(part.text for part in parts)
+        name = ".".join(part.text[1:-1].replace("``", "`") if part.kind == "quoted" else part.text for part in parts)
+        where = f"line {_line_of(sql, parts[0].pos)}"
+        if is_function:
+            if name.lower() not in _TABLE_FUNCTIONS:
+                raise ValueError(f"{where}: the table function {written} is not allowed: a view reads sources by name")
+        elif name.lower() in sources:
+            found[name.lower()] = None
+        elif name.lower() not in ctes:
+            raise ValueError(
+                f"{where}: {written} is not a source: a view reads only sources ({_one_of(sources)})"
+                " and its own WITH queries"
+            )
+    return tuple(found)
+
+
+def _from_items(tokens: list[_Token]) -> Iterator[tuple[list[_Token], bool]]:
+    """(name parts, is a function) of every table after FROM / JOIN, and in its , list."""
+    calls: list[bool] = []  # per open "(": are these the arguments of a function?
+    for i, token in enumerate(tokens):
+        if token.text == "(":
+            before = tokens[i - 1] if i else None
+            calls.append(before is not None and before.kind in ("word", "quoted") and before.upper not in _NOT_CALLS)
+        elif token.text == ")":
+            calls.pop()
+        elif token.upper in ("FROM", "JOIN") and not (calls and calls[-1]):
+            # FROM inside function arguments is EXTRACT(x FROM ts), TRIM(... FROM s): no table.
+            yield from _table_list(tokens, i + 1)
+
+
+def _table_list(tokens: list[_Token], j: int) -> Iterator[tuple[list[_Token], bool]]:
+    while j < len(tokens):
+        token = tokens[j]
+        if token.text == "(":  # a subquery: its own FROM is found by the caller
+            j = _after_parens(tokens, j)
+        elif token.kind in ("word", "quoted") and token.upper not in ("LATERAL", "VALUES"):
+            parts = [token]
+            j += 1
+            while j + 1 < len(tokens) and tokens[j].text == "." and tokens[j + 1].kind in ("word", "quoted"):
+                parts.append(tokens[j + 1])
+                j += 2
+            is_function = j < len(tokens) and tokens[j].text == "("
+            yield parts, is_function
+            if is_function:
+                j = _after_parens(tokens, j)
+        else:
+            return
+        if j < len(tokens) and tokens[j].upper == "TABLESAMPLE" and j + 1 < len(tokens):
+            j = _after_parens(tokens, j + 1)
+        if j < len(tokens) and tokens[j].upper == "AS":
+            j += 1
+        if j < len(tokens) and tokens[j].kind in ("word", "quoted") and tokens[j].upper not in _CLAUSES:
+            j += 1
+            if j < len(tokens) and tokens[j].text == "(":  # column aliases: t(a, b)
+                j = _after_parens(tokens, j)
+        if j < len(tokens) and tokens[j].text == ",":
+            j += 1
+        else:
+            return
+
+
+def _after_parens(tokens: list[_Token], j: int) -> int:
+    """The index after the ")" matching the "(" at `j` (tokens are balanced)."""
+    depth = 0
+    for k in range(j, len(tokens)):
+        depth += {"(": 1, ")": -1}.get(tokens[k].text, 0)
+        if depth == 0:
+            return k + 1
+    return len(tokens)

@@ -1,0 +1,66 @@
+"""`tilewise snapshot --as-of TS`: every key's feature values as of TS (the online store's view).
+
+Each key is looked up as an impression at TS without a watermark: windows end at floor_g(TS),
+recorded per row as `watermark`. Every feature and window of the feature set is included.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.sql import functions as F
+
+from spark_jobs.defs.models import Definitions, FeatureRef, FeatureSet
+from spark_jobs.engine.session import Engine
+from spark_jobs.errors import InputDataError
+from spark_jobs.jobs.backfill import table_name as blocks_table
+from spark_jobs.quality import gate
+from spark_jobs.quality.suites import snapshot_suite
+from spark_jobs.storage.manifest import Run
+from spark_jobs.storage.tables import Warehouse, stage
+from spark_jobs.transforms.blocks import quote
+from spark_jobs.transforms.pit import END, T_FLOOR, assemble, fill_empty
+
+
+def table_name(fs_name: str) -> str:
+    return f"snapshots/{fs_name}"
+
+
+def all_refs(fs: FeatureSet) -> list[FeatureRef]:
+    return [FeatureRef(feature_set=fs.name, feature=f.name, window=w) for f in fs.features for w in f.windows]
+
+
+def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datetime, names: list[str]) -> None:
+    for name in names:
+        fs = defs.feature_sets[name]
+        source = blocks_table(name)
+        version = wh.version(source)
+        if version is None:
+            raise InputDataError(f"snapshot of {name} needs {source}: run `tilewise backfill` first")
+        run.inputs[source] = {"version": version}
+        refs = all_refs(fs)
+        g = fs.finest.seconds
+        with run.step(f"{name}: snapshot as of {as_of:%Y-%m-%d %H:%M:%S} from {source} v{version}"):
+            blocks = wh.read(source, version=version)
+            t = int(as_of.replace(tzinfo=__import__("datetime").timezone.utc).timestamp())
+            t_floor = t - t % g
+            requests = (
+                blocks.select(*[quote(k) for k in fs.key]).distinct()
+                .withColumn(T_FLOOR, F.lit(t_floor).cast("bigint"))
+                .withColumn(END, F.lit(t_floor).cast("bigint"))
+            )
+            values = requests.join(assemble(requests, blocks, fs, refs), on=[*fs.key, T_FLOOR, END], how="left")
+            out = fill_empty(values, fs, refs).select(
+                *[quote(k) for k in fs.key],
+                *[quote(r.column) for r in refs],
+                F.expr(f"timestamp_seconds({END})").alias("watermark"),
+                F.lit(as_of).cast("timestamp").alias("as_of"),
+            )
+            table = table_name(name)
+            staged = stage(engine.spark, run.dir / "staged" / table, out)
+            rows = staged.count()
+        report = gate.audit(run, table, staged, snapshot_suite(list(fs.key)), engine=engine.name)
+        with run.step(f"{name}: publish {table}"):
+            result = gate.publish(run, report, lambda: wh.overwrite(table, staged, []))
+        gate.discard_staged(run)
+        run.outputs[table] = {"version": result.version, "rows": rows}

@@ -1,0 +1,239 @@
+"""`tilewise training-set NAME`: impressions + point-in-time features + delayed labels.
+
+1. impressions with dates in [start, end): null ids/timestamps dropped and counted, one row per
+   `impression_id` (the earliest wins);
+2. labels: 1 if an event of the label's source passing its filter has this impression_id and
+   `ts <= e.ts < ts + within`; impressions whose label window has not closed by the cutoff
+   (`--label-cutoff`, else the latest label event seen) are immature: counted, not emitted;
+3. each feature set: windows assembled from its block table, pinned to the version read at the
+   start (recorded in the manifest, so the set can be rebuilt exactly), plus `{fs}_cutoff`;
+4. validated (built-in checks + the definition's `validation`), then published over exactly the
+   dates [start, end) of `training/{name}`.
+
+On classic Spark the impressions are bucketed by `impression_id` once and every joined frame is
+bucketed the same way, so the final joins happen within buckets (no Exchange); Sail has no
+bucketBy and uses ordinary hash joins (same rows).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from spark_jobs.aggregations import REGISTRY
+from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
+from spark_jobs.engine.session import Engine
+from spark_jobs.errors import InputDataError
+from spark_jobs.jobs.backfill import table_name as blocks_table
+from spark_jobs.quality import gate
+from spark_jobs.quality.suites import training_suite, user_suite
+from spark_jobs.storage.manifest import Run
+from spark_jobs.storage.sources import InputStats, TimeRange, read_source
+from spark_jobs.storage.tables import Warehouse, stage
+from spark_jobs.transforms import joins
+from spark_jobs.transforms.blocks import quote
+from spark_jobs.transforms.events import TS, dedupe, in_range, with_event_time
+from spark_jobs.transforms.pit import END, T_FLOOR, assemble, cutoff_column, fill_empty, with_window_bounds
+
+ID = "impression_id"
+WATERMARK = "feature_watermark"
+DATE = "impression_date"
+
+
+def table_name(name: str) -> str:
+    return f"training/{name}"
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day)
+
+
+def run(
+    engine: Engine,
+    wh: Warehouse,
+    defs: Definitions,
+    run: Run,
+    name: str,
+    start: date,
+    end: date,
+    label_cutoff: datetime | None = None,
+    explain: bool = False,
+) -> None:
+    ts_def = defs.training_sets[name]
+    spark = engine.spark
+    lo, hi = _midnight(start), _midnight(end)
+    stats: dict[str, InputStats] = {}
+    src = defs.sources[ts_def.impressions]
+
+    with run.step(f"{name}: impressions {start} .. {end}"):
+        raw = with_event_time(read_source(spark, defs, ts_def.impressions, TimeRange(lo, hi), stats), src.timestamp, src.name)
+        if ID not in raw.columns:
+            raise InputDataError(f"impressions source {src.name}: column {ID!r} not found")
+        watermark = WATERMARK if WATERMARK in raw.columns else None
+        if watermark:
+            raw = raw.withColumn(WATERMARK, F.col(WATERMARK).cast("timestamp"))
+        c = raw.agg(
+            F.count(F.lit(1)).alias("read"),
+            F.sum(F.when(F.col(TS).isNull(), 1).otherwise(0)).alias("null_ts"),
+            F.sum(F.when(F.col(TS).isNotNull() & F.col(ID).isNull(), 1).otherwise(0)).alias("null_id"),
+            F.sum(
+                F.when(F.col(ID).isNotNull() & (F.col(TS) >= F.lit(lo)) & (F.col(TS) < F.lit(hi)), 1).otherwise(0)
+            ).alias("valid"),
+        ).collect()[0]
+        imps = dedupe(in_range(raw.filter(F.col(TS).isNotNull() & F.col(ID).isNotNull()), lo, hi), (ID,))
+        key_cols = _impression_key_columns(defs, ts_def)
+        missing = [k for k in key_cols if k not in raw.columns]
+        if missing:
+            raise InputDataError(f"impressions source {src.name}: key column(s) {missing} not found (training set {name})")
+        keep = [ID, TS, *key_cols, *([WATERMARK] if watermark else [])]
+        if src.timestamp not in keep:
+            keep.append(src.timestamp)
+        imps = stage(spark, run.dir / "work" / "impressions", imps.select(*[quote(k) for k in keep]))
+        n_imps = imps.count()
+    run.drop("impressions: null timestamp", int(c["null_ts"] or 0))
+    run.drop("impressions: null impression_id", int(c["null_id"] or 0))
+
+    with run.step(f"{name}: labels"):
+        labels, cutoffs = _labels(spark, defs, ts_def, imps, lo, hi, label_cutoff, stats)
+        mature = F.lit(True)
+        for label in ts_def.labels:
+            mature = mature & (F.col(TS) + F.expr(f"INTERVAL {label.within.seconds} SECONDS") <= F.lit(cutoffs[label.name]))
+        base = imps.filter(mature)
+        immature = n_imps - base.count()
+    run.counts["label_cutoffs"] = {k: str(v) for k, v in cutoffs.items()}
+
+    frames = {"labels": labels}
+    cutoff_pairs = []
+    refs_by_fs: dict[str, list[FeatureRef]] = {}
+    for ref in ts_def.features:
+        refs_by_fs.setdefault(ref.feature_set, []).append(ref)
+    for fs_name, refs in refs_by_fs.items():
+        fs = defs.feature_sets[fs_name]
+        table = blocks_table(fs_name)
+        version = wh.version(table)
+        if version is None:
+            raise InputDataError(
+                f"training set {name} needs {table}, which does not exist: run `tilewise backfill` first"
+            )
+        run.inputs[table] = {"version": version}
+        with run.step(f"{name}: features from {table} v{version} ({len(refs)} columns)"):
+            req = base.select(
+                ID, TS, *([WATERMARK] if watermark else []),
+                *[F.col(quote(ts_def.impression_column(k))).alias(k) for k in fs.key],
+            )
+            req = with_window_bounds(req, fs, TS, watermark)
+            requests = req.select(*[quote(k) for k in fs.key], T_FLOOR, END).distinct()
+            values = assemble(requests, wh.read(table, version=version), fs, refs)
+            per_imp = req.join(values, on=[*fs.key, T_FLOOR, END], how="left").select(
+                ID,
+                F.expr(f"timestamp_seconds({END})").alias(cutoff_column(fs_name)),
+                *[quote(r.column) for r in refs],
+            )
+            frames[fs_name] = per_imp
+        cutoff_pairs.append((cutoff_column(fs_name), TS))
+        if watermark:
+            cutoff_pairs.append((cutoff_column(fs_name), WATERMARK))
+
+    with run.step(f"{name}: join {len(frames)} frames on {ID}"):
+        out = joins.join_on_id(engine, run, base, frames, ID, explain=explain)
+        for fs_name, refs in refs_by_fs.items():
+            out = fill_empty(out, defs.feature_sets[fs_name], refs)
+        for label in ts_def.labels:
+            out = out.withColumn(label.name, F.coalesce(F.col(label.name), F.lit(0)).cast("int"))
+        out = out.withColumn(DATE, F.to_date(TS))
+        columns = _output_columns(ts_def, key_cols, src.timestamp, watermark, refs_by_fs)
+        out = out.withColumnRenamed(TS, src.timestamp) if src.timestamp != TS and src.timestamp not in out.columns else out
+        out = out.select(*[quote(col) for col in columns])
+        table = table_name(name)
+        staged = stage(spark, run.dir / "staged" / table, out)
+        rows = staged.count()
+
+    counts = [r.column for r in ts_def.features if REGISTRY[_agg(defs, r)].empty == "zero"]
+    expectations = training_suite(label_columns=[lb.name for lb in ts_def.labels], count_columns=counts, cutoff_pairs=[
+        (cut, src.timestamp if bound == TS else bound) for cut, bound in cutoff_pairs
+    ]) + user_suite(ts_def.validation)
+    report = gate.audit(run, table, staged, expectations, engine=engine.name)
+    predicate = f"{DATE} >= DATE'{start}' AND {DATE} < DATE'{end}'"
+    with run.step(f"{name}: publish {table}"):
+        result = gate.publish(run, report, lambda: wh.replace_range(table, staged, predicate, [DATE]))
+    gate.discard_staged(run)
+    joins.drop_bucketed(engine, run)
+    run.inputs["_sources"] = {k: v.as_dict() for k, v in stats.items()}
+    duplicates = int(c["valid"] or 0) - n_imps
+    run.drop("impressions: duplicate impression_id", duplicates)
+    run.counts[name] = {
+        "impressions_read": int(c["read"]),
+        "impressions_distinct": n_imps,
+        "immature_not_emitted": immature,
+        "rows_written": rows,
+        "duplicates": duplicates,
+    }
+    if immature:
+        run.notes.append(f"{immature:,} immature impressions (label window still open) not emitted")
+    run.outputs[table] = {"version": result.version, "rows": rows}
+
+
+def _agg(defs: Definitions, ref: FeatureRef) -> str:
+    return next(f.aggregation for f in defs.feature_sets[ref.feature_set].features if f.name == ref.feature)
+
+
+def _impression_key_columns(defs: Definitions, ts_def: TrainingSet) -> list[str]:
+    cols: list[str] = []
+    for fs_name in ts_def.feature_sets:
+        for k in defs.feature_sets[fs_name].key:
+            col = ts_def.impression_column(k)
+            if col not in cols:
+                cols.append(col)
+    return cols
+
+
+def _output_columns(ts_def, key_cols, ts_name, watermark, refs_by_fs) -> list[str]:  # type: ignore[no-untyped-def]
+    cols = [ID, *key_cols, TS]
+    if watermark:
+        cols.append(WATERMARK)
+    for fs_name, refs in refs_by_fs.items():
+        cols.extend(r.column for r in refs)
+        cols.append(cutoff_column(fs_name))
+    cols.extend(lb.name for lb in ts_def.labels)
+    cols.append(DATE)
+    return [ts_name if c == TS else c for c in cols]
+
+
+def _labels(spark, defs, ts_def, imps, lo, hi, label_cutoff, stats):  # type: ignore[no-untyped-def]
+    """Label columns per impression_id, and each label's maturity cutoff."""
+    longest = max((lb.within.seconds for lb in ts_def.labels), default=0)
+    rng = TimeRange(lo, hi + timedelta(seconds=longest))
+    events = None
+    cutoffs: dict[str, datetime] = {}
+    seen: dict[str, datetime | None] = {}
+    for source in sorted({lb.source for lb in ts_def.labels}):
+        src = defs.sources[source]
+        ev = with_event_time(read_source(spark, defs, source, rng, stats), src.timestamp, source)
+        if ID not in ev.columns:
+            raise InputDataError(f"label source {source}: column {ID!r} not found")
+        ev = in_range(ev.filter(F.col(ID).isNotNull()), rng.lo, rng.hi)
+        seen[source] = ev.agg(F.max(TS)).collect()[0][0]
+        for lb in [x for x in ts_def.labels if x.source == source]:
+            tagged = ev.filter(lb.filter) if lb.filter else ev
+            tagged = tagged.select(ID, F.col(TS).alias("_tw_lts"), F.lit(lb.name).alias("_tw_label"))
+            events = tagged if events is None else events.unionByName(tagged)
+    for lb in ts_def.labels:
+        cut = label_cutoff or seen.get(lb.source)
+        cutoffs[lb.name] = cut if cut is not None else lo  # no label events at all: nothing is mature
+    if events is None:
+        return imps.select(ID).limit(0), cutoffs
+    hits = imps.select(ID, TS).join(events, on=ID, how="inner")
+    aggs = [
+        F.max(
+            F.when(
+                (F.col("_tw_label") == lb.name)
+                & (F.col("_tw_lts") >= F.col(TS))
+                & (F.col("_tw_lts") < F.col(TS) + F.expr(f"INTERVAL {lb.within.seconds} SECONDS")),
+                1,
+            ).otherwise(0)
+        ).alias(lb.name)
+        for lb in ts_def.labels
+    ]
+    return hits.groupBy(ID).agg(*aggs), cutoffs

@@ -1,0 +1,58 @@
+"""`tilewise validate TABLE`: the built-in suite of a table's kind (plus a training set's own
+`validation`), run with Great Expectations on the table's current version; HTML report in the
+run folder. Exit 1 when an expectation fails."""
+
+from __future__ import annotations
+
+from spark_jobs.defs.models import Definitions
+from spark_jobs.engine.session import Engine
+from spark_jobs.errors import InputDataError, ValidationFailed
+from spark_jobs.quality import gate
+from spark_jobs.quality.suites import block_suite, snapshot_suite, training_suite, user_suite
+from spark_jobs.storage.manifest import Run
+from spark_jobs.storage.tables import Warehouse
+from spark_jobs.transforms.blocks import EVENT_COUNT
+from spark_jobs.transforms.pit import cutoff_column
+
+
+def expectations_for(defs: Definitions, table: str, columns: list[str]) -> list[dict]:
+    kind, _, name = table.partition("/")
+    if kind == "blocks" and name in defs.feature_sets:
+        return block_suite(list(defs.feature_sets[name].key), [EVENT_COUNT])
+    if kind == "snapshots" and name in defs.feature_sets:
+        return snapshot_suite(list(defs.feature_sets[name].key))
+    if kind == "training" and name in defs.training_sets:
+        ts_def = defs.training_sets[name]
+        src = defs.sources[ts_def.impressions]
+        from spark_jobs.aggregations import REGISTRY
+
+        counts = [
+            r.column
+            for r in ts_def.features
+            if REGISTRY[defs.feature_sets[r.feature_set].feature(r.feature).aggregation].empty == "zero"
+        ]
+        pairs = []
+        for fs_name in ts_def.feature_sets:
+            pairs.append((cutoff_column(fs_name), src.timestamp))
+            if "feature_watermark" in columns:
+                pairs.append((cutoff_column(fs_name), "feature_watermark"))
+        suite = training_suite(label_columns=[lb.name for lb in ts_def.labels], count_columns=counts, cutoff_pairs=pairs)
+        return suite + user_suite(ts_def.validation)
+    raise InputDataError(
+        f"{table!r} is not a table of these definitions: write blocks/<feature_set>, "
+        "snapshots/<feature_set> or training/<training_set>"
+    )
+
+
+def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, table: str) -> None:
+    version = wh.version(table)
+    if version is None:
+        raise InputDataError(f"table {table} does not exist under {wh.root}")
+    df = wh.read(table, version=version)
+    expectations = expectations_for(defs, table, df.columns)
+    run.inputs[table] = {"version": version}
+    report = gate.audit(run, table, df, expectations, engine=engine.name)
+    where = report.page_path or report.report_path
+    run.say(f"{table} v{version}: {'passed' if report.success else 'FAILED'}; report: {where}")
+    if not report.success:
+        raise ValidationFailed(f"{table} v{version} failed validation:\n  " + "\n  ".join(report.summary_lines()))

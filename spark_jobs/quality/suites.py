@@ -1,0 +1,140 @@
+"""Built-in expectation lists for tilewise's tables, and the user's ``validation`` block.
+
+Pure functions: they return ``{"type": ..., "kwargs": {...}}`` dicts for
+:func:`spark_jobs.quality.gx.validate_dataframe` and touch no Spark. The built-in checks
+always run besides what a definition asks for (CONTRACT section 4): one row per key,
+labels in {0, 1}, counts never negative, and the leakage guard on every feature set's cutoff.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+from spark_jobs.errors import DefinitionError
+
+__all__ = ["block_suite", "training_suite", "snapshot_suite", "user_suite"]
+
+Spec = dict[str, Any]
+
+# Block tables: one row per key, block size and block start (CONTRACT section 6).
+BLOCK_SIZE_COLUMN = "block_size"
+BLOCK_START_COLUMN = "block_start"
+IMPRESSION_ID_COLUMN = "impression_id"
+
+
+def _spec(type_: str, **kwargs: Any) -> Spec:
+    return {"type": type_, "kwargs": kwargs}
+
+
+def _not_null(column: str) -> Spec:
+    return _spec("expect_column_values_to_not_be_null", column=column)
+
+
+def _unique(columns: Sequence[str]) -> Spec:
+    # A single column reads better in the report as "values must be unique".
+    if len(columns) == 1:
+        return _spec("expect_column_values_to_be_unique", column=columns[0])
+    return _spec("expect_compound_columns_to_be_unique", column_list=list(columns))
+
+
+def _non_negative(columns: Iterable[str]) -> list[Spec]:
+    # Nulls are skipped by GE's column-map expectations: a null count is another check's job.
+    return [_spec("expect_column_values_to_be_between", column=c, min_value=0) for c in columns]
+
+
+def block_suite(key_columns: Sequence[str], count_columns: Sequence[str]) -> list[Spec]:
+    """Checks for ``blocks/{feature_set}``: keys present, one row per block, counts >= 0."""
+    keys = list(key_columns)
+    if not keys:
+        raise ValueError("block_suite needs at least one key column")
+    primary = [*keys, BLOCK_SIZE_COLUMN, BLOCK_START_COLUMN]
+    return [
+        # Null keys are dropped before aggregation (CONTRACT section 5); a null here is a bug.
+        *(_not_null(c) for c in primary),
+        _unique(primary),
+        *_non_negative(count_columns),
+    ]
+
+
+def training_suite(
+    *,
+    label_columns: Sequence[str],
+    count_columns: Sequence[str],
+    cutoff_pairs: Sequence[tuple[str, str]],
+) -> list[Spec]:
+    """Checks for ``training/{training_set}``.
+
+    ``cutoff_pairs`` are ``(cutoff_column, bound_column)``: each feature set's
+    ``{fs}_cutoff`` must not pass the impression timestamp nor its watermark, so the caller
+    passes ``[(cutoff, ts), (cutoff, watermark), ...]``. Rows where either side is null are
+    skipped (a null watermark means "no watermark"; a null cutoff has nothing to leak).
+    """
+    specs: list[Spec] = [
+        _not_null(IMPRESSION_ID_COLUMN),
+        _unique([IMPRESSION_ID_COLUMN]),
+    ]
+    for label in label_columns:
+        # A label is 1 or 0 by construction, never null (CONTRACT section 5).
+        specs.append(_not_null(label))
+        specs.append(_spec("expect_column_values_to_be_in_set", column=label, value_set=[0, 1]))
+    specs.extend(_non_negative(count_columns))
+    for cutoff, bound in cutoff_pairs:
+        specs.append(
+            _spec(
+                "expect_column_pair_values_a_to_be_greater_than_b",
+                column_A=bound,
+                column_B=cutoff,
+                or_equal=True,
+                ignore_row_if="either_value_is_missing",
+            )
+        )
+    return specs
+
+
+def snapshot_suite(key_columns: Sequence[str]) -> list[Spec]:
+    """Checks for ``snapshots/{feature_set}``: one row per key, keys present."""
+    keys = list(key_columns)
+    if not keys:
+        raise ValueError("snapshot_suite needs at least one key column")
+    return [*(_not_null(c) for c in keys), _unique(keys)]
+
+
+def user_suite(validation: Any) -> list[Spec]:
+    """Expectations from a training set's ``validation`` block (or ``[]`` for None).
+
+    ``validation`` is duck-typed: ``min_rows`` (int or None), ``max_null_fraction``
+    ({column: fraction}) and ``expectations`` (items with ``.type`` and ``.kwargs``).
+    """
+    if validation is None:
+        return []
+    specs: list[Spec] = []
+    min_rows = getattr(validation, "min_rows", None)
+    if min_rows is not None:
+        if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
+            raise DefinitionError(f"validation.min_rows must be a non-negative integer, got {min_rows!r}")
+        specs.append(_spec("expect_table_row_count_to_be_between", min_value=min_rows))
+    for column, fraction in (getattr(validation, "max_null_fraction", None) or {}).items():
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise DefinitionError(
+                f"validation.max_null_fraction.{column} must be a number in [0, 1], got {fraction!r}"
+            )
+        # Rounded so 1 - 0.7 shows as 0.3 in the report, not 0.30000000000000004.
+        mostly = round(1.0 - float(fraction), 12)
+        specs.append(_spec("expect_column_values_to_not_be_null", column=column, mostly=mostly))
+    for expectation in getattr(validation, "expectations", None) or ():
+        kwargs = getattr(expectation, "kwargs", None) or {}
+        if not isinstance(kwargs, Mapping):
+            raise DefinitionError(
+                f"validation expectation {getattr(expectation, 'type', '?')}: kwargs must be a mapping"
+            )
+        specs.append({"type": expectation.type, "kwargs": _plain(kwargs)})
+    return specs
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists: definitions may be frozen (tuples, mapping proxies)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
