@@ -55,6 +55,7 @@ class Aggregation(ABC):
     params: ClassVar[tuple[str, ...]] = ()
     needs_column: ClassVar[bool] = True
     empty: ClassVar[Empty] = "null"
+    non_negative: ClassVar[bool] = False  # a count: validated as >= 0 in every output
     parts: ClassVar[tuple[str, ...]]
 
     # -- Spark SQL ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ class Count(Aggregation):
     name = "count"
     needs_column = False
     empty = "zero"
+    non_negative = True
     parts = ("n",)
 
     def map_sql(self, x: AggInput) -> dict[str, str]:

@@ -65,6 +65,7 @@ class ApproxCountDistinct(Aggregation):
 
     name = "approx_count_distinct"
     empty = "zero"
+    non_negative = True
     parts = ("h",)
 
     def map_sql(self, x: AggInput) -> dict[str, str]:

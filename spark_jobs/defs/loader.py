@@ -289,8 +289,9 @@ class _YamlError(Exception):
 
 def _parse_yaml(text: str) -> tuple[Any, dict[Loc, int]]:
     """The document's value and the line (1-based) of every path in it."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # reads the text at once: may raise for control characters
         node = loader.get_single_node()
         lines: dict[Loc, int] = {}
         value = None if node is None else _Composer(loader, lines).value(node, ())
@@ -299,12 +300,16 @@ def _parse_yaml(text: str) -> tuple[Any, dict[Loc, int]]:
         mark = exc.problem_mark or exc.context_mark
         context = f" ({exc.context}, line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
         raise _YamlError(mark.line + 1 if mark else 1, f"{exc.problem or exc.context}{context}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise _YamlError(line, f"character {exc.character!r} is not allowed in YAML") from None
     except yaml.YAMLError as exc:
         raise _YamlError(1, " ".join(str(exc).split())) from None
     except RecursionError:
         raise _YamlError(1, "values are nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _Composer:
@@ -337,15 +342,20 @@ class _Composer:
             self.open.discard(id(node))
 
     def mapping(self, node: yaml.MappingNode, path: Loc) -> dict[Any, Any]:
-        self.loader.flatten_mapping(node)  # resolves `<<: *defaults` merge keys
+        written = {id(key_node) for key_node, _ in node.value}
+        # Resolves `<<: *defaults` merge keys: merged pairs come first, so written keys override them.
+        self.loader.flatten_mapping(node)
         result: dict[Any, Any] = {}
+        seen_written: set[Any] = set()
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _YamlError(line, "a key must be a plain value, not a list or mapping")
             key = self.scalar(key_node)
-            if key in result:
-                raise _YamlError(line, f"the key {show(key)} appears twice in one mapping")
+            if id(key_node) in written:
+                if key in seen_written:
+                    raise _YamlError(line, f"the key {show(key)} appears twice in one mapping")
+                seen_written.add(key)
             self.lines[(*path, key)] = line
             result[key] = self.value(value_node, (*path, key))
         return result

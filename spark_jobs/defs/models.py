@@ -86,7 +86,7 @@ def show(value: object, limit: int = 80) -> str:
         text = value if re.fullmatch(r"[\w./${}:*+-]+", value) else '"' + value.replace('"', '\\"') + '"'
     else:
         try:
-            text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
+            text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 30).strip()
             text = text.removesuffix("\n...").strip()
         except Exception:  # anything YAML cannot dump is shown as Python sees it
             text = repr(value)

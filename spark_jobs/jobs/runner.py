@@ -19,13 +19,22 @@ def warehouse_for(engine: Engine) -> Warehouse:
     return Warehouse(engine.spark, p.warehouse_path, p.table_format, lock_timeout_s=p.lock_timeout_s)
 
 
-def execute(engine: Engine, defs: Definitions, run: Run, job: Callable[..., None], **job_args: Any) -> None:
+def execute(
+    engine: Engine,
+    defs: Definitions,
+    run: Run,
+    job: Callable[..., None],
+    *,
+    warehouse: Warehouse | None = None,
+    **job_args: Any,
+) -> None:
     """`job(engine, warehouse, defs, run, **job_args)`; the manifest and summary are always written."""
+    wh = warehouse or warehouse_for(engine)
     run.engine = engine.name
     run.definitions = dict(defs.files)
-    run.say(f"{run.command} on {engine.name} ({engine.table_format}) -> {engine.profile.warehouse_path}")
+    run.say(f"{run.command} on {engine.name} ({wh.format}) -> {wh.root}")
     try:
-        job(engine, warehouse_for(engine), defs, run, **job_args)
+        job(engine, wh, defs, run, **job_args)
         run.status = "ok"
     except TilewiseError as exc:
         run.status, run.error = "failed", str(exc)

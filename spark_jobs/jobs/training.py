@@ -22,15 +22,14 @@ from datetime import date, datetime, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError
 from spark_jobs.jobs.backfill import table_name as blocks_table
 from spark_jobs.quality import gate
-from spark_jobs.quality.suites import training_suite, user_suite
+from spark_jobs.jobs.validate import WATERMARK, training_expectations
 from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.sources import InputStats, TimeRange, read_source
+from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
@@ -38,7 +37,6 @@ from spark_jobs.transforms.events import TS, dedupe, in_range, with_event_time
 from spark_jobs.transforms.pit import END, T_FLOOR, assemble, cutoff_column, fill_empty, with_window_bounds
 
 ID = "impression_id"
-WATERMARK = "feature_watermark"
 DATE = "impression_date"
 
 
@@ -105,7 +103,6 @@ def run(
     run.counts["label_cutoffs"] = {k: str(v) for k, v in cutoffs.items()}
 
     frames = {"labels": labels}
-    cutoff_pairs = []
     refs_by_fs: dict[str, list[FeatureRef]] = {}
     for ref in ts_def.features:
         refs_by_fs.setdefault(ref.feature_set, []).append(ref)
@@ -132,9 +129,6 @@ def run(
                 *[quote(r.column) for r in refs],
             )
             frames[fs_name] = per_imp
-        cutoff_pairs.append((cutoff_column(fs_name), TS))
-        if watermark:
-            cutoff_pairs.append((cutoff_column(fs_name), WATERMARK))
 
     with run.step(f"{name}: join {len(frames)} frames on {ID}"):
         out = joins.join_on_id(engine, run, base, frames, ID, explain=explain)
@@ -150,10 +144,7 @@ def run(
         staged = stage(spark, run.dir / "staged" / table, out)
         rows = staged.count()
 
-    counts = [r.column for r in ts_def.features if REGISTRY[_agg(defs, r)].empty == "zero"]
-    expectations = training_suite(label_columns=[lb.name for lb in ts_def.labels], count_columns=counts, cutoff_pairs=[
-        (cut, src.timestamp if bound == TS else bound) for cut, bound in cutoff_pairs
-    ]) + user_suite(ts_def.validation)
+    expectations = training_expectations(defs, name, staged.columns)
     report = gate.audit(run, table, staged, expectations, engine=engine.name)
     predicate = f"{DATE} >= DATE'{start}' AND {DATE} < DATE'{end}'"
     with run.step(f"{name}: publish {table}"):
@@ -173,10 +164,6 @@ def run(
     if immature:
         run.notes.append(f"{immature:,} immature impressions (label window still open) not emitted")
     run.outputs[table] = {"version": result.version, "rows": rows}
-
-
-def _agg(defs: Definitions, ref: FeatureRef) -> str:
-    return next(f.aggregation for f in defs.feature_sets[ref.feature_set].features if f.name == ref.feature)
 
 
 def _impression_key_columns(defs: Definitions, ts_def: TrainingSet) -> list[str]:
@@ -214,7 +201,8 @@ def _labels(spark, defs, ts_def, imps, lo, hi, label_cutoff, stats):  # type: ig
         if ID not in ev.columns:
             raise InputDataError(f"label source {source}: column {ID!r} not found")
         ev = in_range(ev.filter(F.col(ID).isNotNull()), rng.lo, rng.hi)
-        seen[source] = ev.agg(F.max(TS)).collect()[0][0]
+        if label_cutoff is None:
+            seen[source] = latest_time(spark, defs, source)
         for lb in [x for x in ts_def.labels if x.source == source]:
             tagged = ev.filter(lb.filter) if lb.filter else ev
             tagged = tagged.select(ID, F.col(TS).alias("_tw_lts"), F.lit(lb.name).alias("_tw_label"))

@@ -4,6 +4,7 @@ run folder. Exit 1 when an expectation fails."""
 
 from __future__ import annotations
 
+from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.models import Definitions
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError, ValidationFailed
@@ -14,6 +15,26 @@ from spark_jobs.storage.tables import Warehouse
 from spark_jobs.transforms.blocks import EVENT_COUNT
 from spark_jobs.transforms.pit import cutoff_column
 
+WATERMARK = "feature_watermark"
+
+
+def training_expectations(defs: Definitions, name: str, columns: list[str]) -> list[dict]:
+    """Built-in checks of `training/{name}` plus the definition's own `validation` block."""
+    ts_def = defs.training_sets[name]
+    ts_col = defs.sources[ts_def.impressions].timestamp
+    counts = [
+        r.column
+        for r in ts_def.features
+        if REGISTRY[defs.feature_sets[r.feature_set].feature(r.feature).aggregation].non_negative
+    ]
+    pairs = []
+    for fs_name in ts_def.feature_sets:
+        pairs.append((cutoff_column(fs_name), ts_col))
+        if WATERMARK in columns:
+            pairs.append((cutoff_column(fs_name), WATERMARK))
+    labels = [lb.name for lb in ts_def.labels]
+    return training_suite(label_columns=labels, count_columns=counts, cutoff_pairs=pairs) + user_suite(ts_def.validation)
+
 
 def expectations_for(defs: Definitions, table: str, columns: list[str]) -> list[dict]:
     kind, _, name = table.partition("/")
@@ -22,22 +43,7 @@ def expectations_for(defs: Definitions, table: str, columns: list[str]) -> list[
     if kind == "snapshots" and name in defs.feature_sets:
         return snapshot_suite(list(defs.feature_sets[name].key))
     if kind == "training" and name in defs.training_sets:
-        ts_def = defs.training_sets[name]
-        src = defs.sources[ts_def.impressions]
-        from spark_jobs.aggregations import REGISTRY
-
-        counts = [
-            r.column
-            for r in ts_def.features
-            if REGISTRY[defs.feature_sets[r.feature_set].feature(r.feature).aggregation].empty == "zero"
-        ]
-        pairs = []
-        for fs_name in ts_def.feature_sets:
-            pairs.append((cutoff_column(fs_name), src.timestamp))
-            if "feature_watermark" in columns:
-                pairs.append((cutoff_column(fs_name), "feature_watermark"))
-        suite = training_suite(label_columns=[lb.name for lb in ts_def.labels], count_columns=counts, cutoff_pairs=pairs)
-        return suite + user_suite(ts_def.validation)
+        return training_expectations(defs, name, columns)
     raise InputDataError(
         f"{table!r} is not a table of these definitions: write blocks/<feature_set>, "
         "snapshots/<feature_set> or training/<training_set>"

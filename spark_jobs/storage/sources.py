@@ -90,6 +90,30 @@ def _read_files(spark: SparkSession, src: Source, rng: TimeRange, stats: dict[st
     return reader.load(path)
 
 
+def latest_time(spark: SparkSession, defs: Definitions, name: str) -> datetime | None:
+    """The latest event time in the whole source: how far its data is known to be complete.
+
+    Local Parquet answers from file footers (no scan); anything else with one aggregate query.
+    """
+    src = defs.sources[name]
+    if src.sql is None and src.format == "parquet" and src.path and "://" not in src.path:
+        latest = None
+        for f in _parquet_files(Path(src.path)):
+            bounds = _time_bounds(f, src.timestamp)
+            if bounds is None:
+                break
+            if bounds[1] is not None:
+                latest = bounds[1] if latest is None else max(latest, bounds[1])
+        else:
+            return latest.replace(tzinfo=None) if latest else None
+    from pyspark.sql import functions as F
+
+    from spark_jobs.transforms.events import TS, with_event_time
+
+    df = with_event_time(read_source(spark, defs, name, TimeRange(), {}), src.timestamp, name)
+    return df.agg(F.max(TS)).collect()[0][0]
+
+
 def _parquet_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
@@ -100,34 +124,44 @@ def _may_overlap(file: Path, column: str, rng: TimeRange) -> bool:
     """False only when the footer proves no row of `file` has `column` in [lo, hi)."""
     if rng.lo is None and rng.hi is None:
         return True
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.ParquetFile(file).metadata
-    except Exception as exc:  # a corrupt file: let Spark report it with its path
-        raise InputDataError(f"cannot read parquet footer of {file}: {exc}") from None
-    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-    if column not in names:
+    bounds = _time_bounds(file, column)
+    if bounds is None:
         return True
-    idx = names.index(column)
-    lo_seen = hi_seen = None
-    for rg in range(meta.num_row_groups):
-        col = meta.row_group(rg).column(idx)
-        s = col.statistics
-        if s is None or not s.has_min_max:
-            return True
-        mn, mx = _as_utc(s.min), _as_utc(s.max)
-        if mn is None or mx is None:
-            return True
-        lo_seen = mn if lo_seen is None else min(lo_seen, mn)
-        hi_seen = mx if hi_seen is None else max(hi_seen, mx)
+    lo_seen, hi_seen = bounds
     if lo_seen is None or hi_seen is None:
-        return False  # no row groups: nothing to read
+        return False  # no rows
     if rng.hi is not None and lo_seen >= _as_utc(rng.hi):
         return False
     if rng.lo is not None and hi_seen < _as_utc(rng.lo):
         return False
     return True
+
+
+def _time_bounds(file: Path, column: str) -> tuple[datetime | None, datetime | None] | None:
+    """(min, max) of `column` from the footer; None when the footer cannot tell."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(file).metadata
+    except Exception as exc:  # a corrupt file: name it
+        raise InputDataError(f"cannot read parquet footer of {file}: {exc}") from None
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    if column not in names:
+        return None
+    idx = names.index(column)
+    lo_seen = hi_seen = None
+    for rg in range(meta.num_row_groups):
+        stats = meta.row_group(rg).column(idx).statistics
+        if stats is None or not stats.has_min_max:
+            if meta.row_group(rg).num_rows == 0:
+                continue
+            return None
+        mn, mx = _as_utc(stats.min), _as_utc(stats.max)
+        if mn is None or mx is None:
+            return None
+        lo_seen = mn if lo_seen is None else min(lo_seen, mn)
+        hi_seen = mx if hi_seen is None else max(hi_seen, mx)
+    return lo_seen, hi_seen
 
 
 def _as_utc(value: object) -> datetime | None:
