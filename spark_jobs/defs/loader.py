@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -191,9 +191,8 @@ class _Loader:
             self.entries[entry.kind][entry.name] = entry
             return
         where = f"{first.doc.file}:{first.doc.lines.get(first.loc, 1)}"
-        self.report.add(
-            entry.doc, entry.loc, f"{entry.name} is defined twice: also in {where} ({_SINGULAR[entry.kind]} names are unique)"
-        )
+        unique = f"{_SINGULAR[entry.kind]} names are unique"
+        self.report.add(entry.doc, entry.loc, f"{entry.name} is defined twice: also in {where} ({unique})")
 
     # -- models --------------------------------------------------------------------------------
 
@@ -226,7 +225,8 @@ class _Loader:
         relative = PurePosixPath(ref)
         path = self.sql_dir / relative
         if not ref.strip() or relative.is_absolute() or ".." in relative.parts:
-            self.report.add(entry.doc, loc, f"{show(ref)} is not a file under {_shown(self.sql_dir)}: write e.g. views.sql")
+            where = _shown(self.sql_dir)
+            self.report.add(entry.doc, loc, f"{show(ref)} is not a file under {where}: write e.g. views.sql")
             return None
         if not path.is_file() or not path.resolve().is_relative_to(self.sql_dir.resolve()):
             self.report.add(entry.doc, loc, f"{show(ref)}: no such file under {_shown(self.sql_dir)}")
@@ -302,7 +302,8 @@ def _parse_yaml(text: str) -> tuple[Any, dict[Loc, int]]:
         raise _YamlError(mark.line + 1 if mark else 1, f"{exc.problem or exc.context}{context}") from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
-        raise _YamlError(line, f"character {exc.character!r} is not allowed in YAML") from None
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise _YamlError(line, f"the character {char} is not allowed in YAML") from None
     except yaml.YAMLError as exc:
         raise _YamlError(1, " ".join(str(exc).split())) from None
     except RecursionError:

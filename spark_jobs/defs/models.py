@@ -34,21 +34,13 @@ from pydantic import (
     model_validator,
 )
 
+from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.durations import Duration, parse_duration
 
-# Aggregation name -> the parameters it requires (and the only ones it accepts).
-AGGREGATIONS: dict[str, tuple[str, ...]] = {
-    "count": (),
-    "sum": (),
-    "min": (),
-    "max": (),
-    "avg": (),
-    "last_n": ("n",),
-    "approx_count_distinct": (),
-    "approx_quantile": ("quantiles",),
-}
+# Aggregation name -> the parameters it requires (and the only ones it accepts): the registry's.
+AGGREGATIONS: dict[str, tuple[str, ...]] = {name: agg.params for name, agg in REGISTRY.items()}
 # Aggregations that need no `column` (count counts events, or non-null values of a column).
-COLUMN_OPTIONAL: frozenset[str] = frozenset({"count"})
+COLUMN_OPTIONAL: frozenset[str] = frozenset(name for name, agg in REGISTRY.items() if not agg.needs_column)
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")
 _NAME_MAX = 100
@@ -147,7 +139,7 @@ def _check_expectation_type(value: str) -> str:
 
 
 def _check_filter(value: str) -> str:
-    return check_filter(value)
+    return check_filter(value)  # defined below, with the other checks of SQL text
 
 
 def _defined_source(name: str, info: ValidationInfo) -> str:
@@ -217,17 +209,21 @@ class Source(_Model):
 
     @model_validator(mode="after")
     def _path_or_sql(self) -> Source:
-        problems = []
+        problems: list[Problem] = []
         if self.path is not None and self.sql is not None:
             problems.append(Problem(("sql",), f"{show(self.sql_file)}: a source reads a path or a sql view, not both"))
         elif self.path is None and self.sql is None:
             problems.append(Problem((), "a source needs either path (with format) or sql (a view under sql/)"))
         elif self.path is not None and self.format is None:
-            problems.append(Problem(("format",), "missing: a source with a path needs format (parquet, delta, csv or json)"))
+            problems.append(Problem(("format",), "missing: a path needs a format (parquet, delta, csv or json)"))
         if self.path is not None and "${" in self.path:
-            problems.append(Problem(("path",), f"{show(self.path)} uses an unknown variable: only ${{data_root}} is substituted"))
+            problems.append(
+                Problem(("path",), f"{show(self.path)} uses an unknown variable: only ${{data_root}} is substituted")
+            )
         if self.depends_on and self.sql is None:
-            problems.append(Problem(("depends_on",), f"{show(list(self.depends_on))}: only a sql view depends on sources"))
+            problems.append(
+                Problem(("depends_on",), f"{show(list(self.depends_on))}: only a sql view depends on sources")
+            )
         _raise_any(problems)
         return self
 
@@ -321,7 +317,7 @@ class FeatureSet(_Model):
     def _whole_blocks(cls, lateness: Duration, info: ValidationInfo) -> Duration:
         sizes = info.data.get("block_sizes")
         if sizes and not lateness.is_multiple_of(sizes[0]):
-            raise ValueError(f"{lateness} is not a multiple of the finest block {sizes[0]}")
+            raise ValueError(f"{lateness} is not a multiple of the finest block {sizes[0]} (lateness defaults to 1d)")
         return lateness
 
     @model_validator(mode="after")
@@ -331,20 +327,18 @@ class FeatureSet(_Model):
         names: dict[str, int] = {}
         for i, feature in enumerate(self.features):
             if feature.name in names:
-                problems.append(
-                    Problem(("features", i, "name"), f"{feature.name} is defined twice (also features[{names[feature.name]}])")
-                )
+                first = f"features[{names[feature.name]}]"
+                problems.append(Problem(("features", i, "name"), f"{feature.name} is defined twice (also {first})"))
             names.setdefault(feature.name, i)
         taken = {column: "a key column" for column in self.key} | {name: "the name of a feature" for name in names}
         for i, feature in enumerate(self.features):
             for j, window in enumerate(feature.windows):
                 column = feature.output_column(window)
+                loc = ("features", i, "windows", j)
                 if not window.is_multiple_of(finest):
-                    problems.append(
-                        Problem(("features", i, "windows", j), f"{window} is not a multiple of the finest block {finest}")
-                    )
+                    problems.append(Problem(loc, f"{window} is not a multiple of the finest block {finest}"))
                 elif column in taken:
-                    problems.append(Problem(("features", i, "windows", j), f"{window}: output column {column} is also {taken[column]}"))
+                    problems.append(Problem(loc, f"{window}: output column {column} is also {taken[column]}"))
         _raise_any(problems)
         return self
 
@@ -430,13 +424,8 @@ class TrainingSet(_Model):
         if feature_sets is None or any(fs not in feature_sets for fs in self.feature_sets):
             return self
         key_columns = {column for fs in self.feature_sets for column in feature_sets[fs].key}
-        _raise_any(
-            [
-                Problem(("keys", key), f"{show(key)} is not a key column of the feature sets used (keys: {_one_of(key_columns)})")
-                for key in self.keys
-                if key not in key_columns
-            ]
-        )
+        what = f"is not a key column of the feature sets used (keys: {_one_of(key_columns)})"
+        _raise_any([Problem(("keys", key), f"{show(key)} {what}") for key in self.keys if key not in key_columns])
         return self
 
     @model_validator(mode="after")
@@ -475,7 +464,7 @@ def resolve_feature_refs(
                 continue
             other = columns.get(ref.column)
             if other is not None:
-                problems.append(Problem((i,), f"{ref} gives column {ref.column}, as {other} does: columns must be unique"))
+                problems.append(Problem((i,), f"{ref} gives column {ref.column}, as {other} does: columns are unique"))
             refs[ref] = i
             columns.setdefault(ref.column, ref)
     _raise_any(problems)
@@ -510,7 +499,8 @@ def _resolve_one(item: object, feature_sets: Mapping[str, FeatureSet], invalid: 
         if str(w) == window:
             return [_ref(fs, feature, w)]
     windows = ", ".join(str(w) for w in feature.windows)
-    raise ValueError(f"{show(text)}: feature {fs_name}.{feature.name} has no window {show(window)} (windows: {windows})")
+    what = f"feature {fs_name}.{feature.name} has no window {show(window)} (windows: {windows})"
+    raise ValueError(f"{show(text)}: {what}")
 
 
 def _ref(fs: FeatureSet, feature: Feature, window: Duration) -> FeatureRef:
@@ -526,7 +516,7 @@ class Definitions(_Model):
     sources: dict[str, Source] = {}
     feature_sets: dict[str, FeatureSet] = {}
     training_sets: dict[str, TrainingSet] = {}
-    files: dict[str, str] = {}
+    files: dict[str, str] = {}  # "<folder name>/<path in it>" -> sha256, of every YAML and SQL file read
 
     def source_order(self, name: str) -> tuple[str, ...]:
         """Source `name` and every source its SQL view reads, each after what it reads."""

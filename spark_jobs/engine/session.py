@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,6 +112,8 @@ def delta_jars_present(confs: dict[str, str]) -> bool:
 
 def _start_spark(profile: Profile) -> Engine:
     os.environ.pop(_CONNECT_ENV, None)
+    # Python workers (a few Great Expectations checks use UDFs) must run this interpreter.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     active = SparkSession.getActiveSession()
     builder = SparkSession.builder.appName("tilewise")
     confs = dict(profile.spark)

@@ -7,17 +7,28 @@ DataFrame (Sail) or a classic one. Everything GE needs lives in an *ephemeral* c
 nothing is written outside ``report_dir`` (no ``gx/`` folder in the working directory) and
 no usage statistics leave the machine.
 
-Cost: GE computes its metrics with a handful of Spark queries over ``df`` (about one per
-metric bundle), each of which re-runs ``df``'s plan. Pass a DataFrame that is cheap to
+Cost: GE computes its metrics with a dozen or so Spark queries over ``df`` (14 jobs for the
+seven built-in training checks on classic Spark), each of which re-runs ``df``'s plan. Pass a DataFrame that is cheap to
 re-scan: one read back from the table just written (file-backed), or one the caller has
 persisted on classic Spark. This module never persists ``df`` itself, so it can't leave a
 cached copy of a big table behind; on Sail ``persist()`` is a no-op anyway (0.7.2 logs
 "Persist operation is not yet supported").
 
 Data Docs note: the HTML pages load Bootstrap, jQuery, bootstrap-table, Font Awesome and Vega
-from public CDNs. Offline, the pages still hold every result as plain HTML (unstyled), but the
-list of validation runs on ``index.html`` is drawn by JavaScript, so the report also records
-the validation page itself (:attr:`ValidationReport.page_path`).
+from public CDNs. Offline, the pages still hold every result as plain HTML (unstyled); the
+pass/fail icons get a Unicode fallback here (see ``_add_offline_status_icons``), but the list of
+validation runs on ``index.html`` is drawn by JavaScript, so the report also records the
+validation page itself (:attr:`ValidationReport.page_path`).
+
+Engine notes (GE 1.24.1, checked on Sail 0.7.2 and classic Spark 4.2.0):
+- Sail has no ``DataFrame.approxQuantile``, so ``expect_column_median_to_be_between`` and
+  ``expect_column_quantile_values_to_be_between`` come back failed with ``error: approx
+  quantile`` there. On classic Spark the quantile one makes GE itself crash (it can't serialise
+  a numpy bool), reported as a :class:`TilewiseError`.
+- A few GE expectations run Python UDFs on classic Spark; its Python workers must use an
+  interpreter with pyarrow (``PYSPARK_PYTHON``/``spark.pyspark.python``).
+- An expectation that raises on the engine (e.g. a numeric bound on a string column) is a
+  failed result whose ``observed`` text starts with ``error:``, not an exception.
 """
 
 from __future__ import annotations
@@ -133,9 +144,8 @@ def validate_dataframe(
         # falls back to a classic builder, which could start a JVM next to a Sail session or
         # pick another Connect session: hand it the DataFrame's own session.
         datasource._spark = df.sparkSession
-        batch = datasource.add_dataframe_asset(name=suite_name).add_batch_definition_whole_dataframe(
-            "whole"
-        )
+        asset = datasource.add_dataframe_asset(name=suite_name)
+        batch = asset.add_batch_definition_whole_dataframe("whole")
         suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=built))
         _check_loaded(specs, suite.expectations)
         # GE returns results grouped by domain, not in suite order: match them back by the
@@ -171,7 +181,9 @@ def validate_dataframe(
 
     results: list[ExpectationResult | None] = [None] * len(specs)
     for r in suite_result.results:
-        i = index_of[r.expectation_config.id]
+        i = index_of.get(r.expectation_config.id)
+        if i is None:
+            raise TilewiseError(f"Great Expectations returned a result nobody asked for: {r}")
         type_, kwargs = specs[i]
         results[i] = ExpectationResult(
             expectation=type_,
@@ -181,7 +193,7 @@ def validate_dataframe(
         )
     missing = [specs[i][0] for i, r in enumerate(results) if r is None]
     if missing:
-        raise DefinitionError(f"Great Expectations returned no result for: {', '.join(missing)}")
+        raise TilewiseError(f"Great Expectations returned no result for: {', '.join(missing)}")
     final = tuple(r for r in results if r is not None)
     return ValidationReport(
         # All-of rather than GE's flag alone, so a report can never say success with a
@@ -198,7 +210,7 @@ def validate_dataframe(
 
 
 def _import_gx() -> Any:
-    """Import GE lazily (about 2 s; `tilewise check` never needs it), analytics off first."""
+    """Import GE lazily (a few seconds; `tilewise check` never needs it), analytics off first."""
     # GE reads this when a context is created; set it before import so no code path in this
     # process can send usage statistics.
     os.environ["GX_ANALYTICS_ENABLED"] = "False"
@@ -268,7 +280,7 @@ def _build_expectation(index: int, type_: str, kwargs: dict) -> Expectation:
     except gx_exceptions.ExpectationNotFoundError:
         close = difflib.get_close_matches(type_, list_registered_expectation_implementations(), n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise DefinitionError(f"{where}: unknown Great Expectations expectation type{hint}") from None
+        raise DefinitionError(f"{where}: unknown Great Expectations expectation{hint}") from None
     except pydantic.ValidationError as e:
         raise DefinitionError(f"{where}: bad kwargs: {_pydantic_errors(e)}") from None
     except (gx_exceptions.InvalidExpectationConfigurationError, TypeError, ValueError) as e:
@@ -388,7 +400,8 @@ def _observed(result: Mapping[str, Any] | None, exception_info: Any) -> str:
         return _short(text, _MAX_TEXT)
     if "observed_value" in result:
         return f"observed {_short(result['observed_value'], _MAX_TEXT)}"
-    return ""
+    # GE leaves the result empty for column-map expectations on an empty table.
+    return "no values evaluated"
 
 
 def _exception_message(info: Any) -> str | None:

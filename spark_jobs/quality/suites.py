@@ -111,12 +111,16 @@ def user_suite(validation: Any) -> list[Spec]:
     min_rows = getattr(validation, "min_rows", None)
     if min_rows is not None:
         if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
-            raise DefinitionError(f"validation.min_rows must be a non-negative integer, got {min_rows!r}")
+            raise DefinitionError(
+                f"validation.min_rows must be a non-negative integer, got {min_rows!r}"
+            )
         specs.append(_spec("expect_table_row_count_to_be_between", min_value=min_rows))
     for column, fraction in (getattr(validation, "max_null_fraction", None) or {}).items():
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        is_number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+        if not is_number or not 0 <= fraction <= 1:
             raise DefinitionError(
-                f"validation.max_null_fraction.{column} must be a number in [0, 1], got {fraction!r}"
+                f"validation.max_null_fraction.{column} must be a number in [0, 1], "
+                f"got {fraction!r}"
             )
         # Rounded so 1 - 0.7 shows as 0.3 in the report, not 0.30000000000000004.
         mostly = round(1.0 - float(fraction), 12)
@@ -124,9 +128,8 @@ def user_suite(validation: Any) -> list[Spec]:
     for expectation in getattr(validation, "expectations", None) or ():
         kwargs = getattr(expectation, "kwargs", None) or {}
         if not isinstance(kwargs, Mapping):
-            raise DefinitionError(
-                f"validation expectation {getattr(expectation, 'type', '?')}: kwargs must be a mapping"
-            )
+            name = getattr(expectation, "type", "?")
+            raise DefinitionError(f"validation expectation {name}: kwargs must be a mapping")
         specs.append({"type": expectation.type, "kwargs": _plain(kwargs)})
     return specs
 

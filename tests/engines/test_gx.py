@@ -1,6 +1,7 @@
 """Great Expectations wrapper on Sail: built-in suites pass and fail as they should, Data Docs.
 
-One embedded Sail server per module. The classic-Spark counterpart is test_gx_classic.py.
+One embedded Sail server per module. The classic-Spark counterpart is test_gx_classic.py,
+which reuses this module's rows and failure cases.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ TRAINING_SCHEMA = (
     "impression_id string, ts timestamp, feature_watermark timestamp, user_id long, "
     "views_cutoff timestamp, views_1h long, clicked int"
 )
+NOT_NULL = "expect_column_values_to_not_be_null"
+PAIR = "expect_column_pair_values_a_to_be_greater_than_b"
+IN_SET = "expect_column_values_to_be_in_set"
 
 
 def _suite() -> list[dict]:
@@ -55,7 +59,7 @@ def _rows(n: int = 12) -> list[dict[str, Any]]:
                 "ts": ts,
                 "feature_watermark": watermark,
                 "user_id": i % 4,
-                # A feature set with no cutoff for a row (e.g. unknown key) must not trip the guard.
+                # No cutoff for a row (e.g. an unknown key) must not trip the leakage guard.
                 "views_cutoff": None if i == 4 else cutoff,
                 "views_1h": i % 5,
                 "clicked": i % 2,
@@ -64,19 +68,10 @@ def _rows(n: int = 12) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def spark():
-    from pysail.spark import SparkConnectServer
-    from pyspark.sql import SparkSession
-
-    server = SparkConnectServer("127.0.0.1", 0)
-    server.start(background=True)
-    _, port = server.listening_address
-    session = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
-    session.conf.set("spark.sql.session.timeZone", "UTC")
-    yield session
-    session.stop()
-    server.stop()
+@pytest.fixture
+def spark(sail_engine):  # type: ignore[no-untyped-def]
+    sail_engine.activate()
+    return sail_engine.spark
 
 
 def _df(spark, rows: list[dict[str, Any]]):
@@ -84,12 +79,12 @@ def _df(spark, rows: list[dict[str, Any]]):
     return spark.createDataFrame([tuple(r[c] for c in cols) for r in rows], TRAINING_SCHEMA)
 
 
-def _failed(report: ValidationReport) -> set[tuple[str, tuple]]:
-    return {(r.expectation, tuple(sorted((k, str(v)) for k, v in r.kwargs.items()))) for r in report.failed}
-
-
 def _key(type_: str, **kwargs: Any) -> tuple[str, tuple]:
     return type_, tuple(sorted((k, str(v)) for k, v in kwargs.items()))
+
+
+def _failed(report: ValidationReport) -> set[tuple[str, tuple]]:
+    return {_key(r.expectation, **r.kwargs) for r in report.failed}
 
 
 def test_passing_dataframe_succeeds_and_renders_report(spark, tmp_path, monkeypatch):
@@ -110,11 +105,13 @@ def test_passing_dataframe_succeeds_and_renders_report(spark, tmp_path, monkeypa
     specs = _suite() + user_suite(validation)
     report_dir = tmp_path / "report"
 
-    report = validate_dataframe(_df(spark, _rows()), specs, suite_name="clicks_v1", report_dir=report_dir)
+    report = validate_dataframe(
+        _df(spark, _rows()), specs, suite_name="clicks_v1", report_dir=report_dir
+    )
 
     assert report.success, report.summary_lines()
     assert report.failed == () and report.summary_lines() == []
-    # One result per spec, in the order given.
+    # One result per spec, in the order given (GE itself groups them by column).
     assert [(r.expectation, r.kwargs) for r in report.results] == [
         (s["type"], s["kwargs"]) for s in specs
     ]
@@ -123,21 +120,23 @@ def test_passing_dataframe_succeeds_and_renders_report(spark, tmp_path, monkeypa
     assert list(cwd.iterdir()) == []
 
     assert report.report_path == report_dir.resolve() / "index.html"
-    index = report.report_path.read_text()
-    assert "clicks_v1" in index
-    # The validation page holds the results as server-rendered HTML (no JS needed).
-    assert report.page_path is not None and report.page_path.is_relative_to(report_dir.resolve())
+    assert "clicks_v1" in report.report_path.read_text()
+    # The validation page holds the results as server-rendered HTML (no JS needed) ...
+    assert report.page_path is not None
+    assert report.page_path.is_relative_to(report_dir.resolve())
     page = report.page_path.read_text()
     for column in ("impression_id", "clicked", "views_1h", "views_cutoff", "user_id"):
         assert column in page
     assert "Succeeded" in page
+    # ... and pass/fail icons that show without the Font Awesome CDN.
+    assert 'id="tilewise-offline-icons"' in page
 
 
 FAILURES: list[tuple[str, Callable[[list[dict]], None], tuple[str, tuple]]] = [
     (
         "null impression_id",
         lambda rows: rows[3].update(impression_id=None),
-        _key("expect_column_values_to_not_be_null", column="impression_id"),
+        _key(NOT_NULL, column="impression_id"),
     ),
     (
         "duplicate impression_id",
@@ -147,12 +146,12 @@ FAILURES: list[tuple[str, Callable[[list[dict]], None], tuple[str, tuple]]] = [
     (
         "label 2",
         lambda rows: rows[1].update(clicked=2),
-        _key("expect_column_values_to_be_in_set", column="clicked", value_set=[0, 1]),
+        _key(IN_SET, column="clicked", value_set=[0, 1]),
     ),
     (
         "null label",
         lambda rows: rows[9].update(clicked=None),
-        _key("expect_column_values_to_not_be_null", column="clicked"),
+        _key(NOT_NULL, column="clicked"),
     ),
     (
         "negative count",
@@ -164,7 +163,7 @@ FAILURES: list[tuple[str, Callable[[list[dict]], None], tuple[str, tuple]]] = [
         "cutoff after ts",
         lambda rows: rows[3].update(views_cutoff=rows[3]["ts"] + dt.timedelta(minutes=5)),
         _key(
-            "expect_column_pair_values_a_to_be_greater_than_b",
+            PAIR,
             column_A="ts",
             column_B="views_cutoff",
             or_equal=True,
@@ -173,9 +172,11 @@ FAILURES: list[tuple[str, Callable[[list[dict]], None], tuple[str, tuple]]] = [
     ),
     (
         "cutoff after watermark",
-        lambda rows: rows[2].update(views_cutoff=rows[2]["feature_watermark"] + dt.timedelta(minutes=1)),
+        lambda rows: rows[2].update(
+            views_cutoff=rows[2]["feature_watermark"] + dt.timedelta(minutes=1)
+        ),
         _key(
-            "expect_column_pair_values_a_to_be_greater_than_b",
+            PAIR,
             column_A="feature_watermark",
             column_B="views_cutoff",
             or_equal=True,
@@ -185,7 +186,9 @@ FAILURES: list[tuple[str, Callable[[list[dict]], None], tuple[str, tuple]]] = [
 ]
 
 
-@pytest.mark.parametrize("mutate,expected", [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES])
+@pytest.mark.parametrize(
+    "mutate,expected", [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES]
+)
 def test_each_builtin_check_fails_on_bad_rows(spark, tmp_path, mutate, expected):
     rows = _rows()
     mutate(rows)
@@ -202,7 +205,7 @@ def test_each_builtin_check_fails_on_bad_rows(spark, tmp_path, mutate, expected)
 
 def test_cutoff_equal_to_timestamp_passes(spark, tmp_path):
     rows = _rows()
-    rows[3].update(views_cutoff=rows[3]["ts"])  # features up to (excluding) the block of ts
+    rows[3].update(views_cutoff=rows[3]["ts"])
     report = validate_dataframe(_df(spark, rows), _suite(), suite_name="edge", report_dir=tmp_path)
     assert report.success, report.summary_lines()
 
@@ -216,25 +219,34 @@ def test_block_and_snapshot_suites(spark, tmp_path):
     ]
     schema = "user_id long, country string, block_size long, block_start timestamp, views long"
     specs = block_suite(["user_id", "country"], ["views"])
-    ok = validate_dataframe(spark.createDataFrame(data, schema), specs, suite_name="blk", report_dir=tmp_path / "ok")
+
+    ok = validate_dataframe(
+        spark.createDataFrame(data, schema), specs, suite_name="blk", report_dir=tmp_path / "ok"
+    )
     assert ok.success, ok.summary_lines()
 
     dup = validate_dataframe(
-        spark.createDataFrame(data + [data[0]], schema), specs, suite_name="blk", report_dir=tmp_path / "dup"
+        spark.createDataFrame(data + [data[0]], schema),
+        specs,
+        suite_name="blk",
+        report_dir=tmp_path / "dup",
     )
-    assert _failed(dup) == {
-        _key("expect_compound_columns_to_be_unique", column_list=["user_id", "country", "block_size", "block_start"])
-    }
+    primary = ["user_id", "country", "block_size", "block_start"]
+    assert _failed(dup) == {_key("expect_compound_columns_to_be_unique", column_list=primary)}
 
     snap = spark.createDataFrame([(1, 3), (2, 0), (2, 5)], "user_id long, views_1h long")
-    report = validate_dataframe(snap, snapshot_suite(["user_id"]), suite_name="snap", report_dir=tmp_path / "s")
+    report = validate_dataframe(
+        snap, snapshot_suite(["user_id"]), suite_name="snap", report_dir=tmp_path / "s"
+    )
     assert _failed(report) == {_key("expect_column_values_to_be_unique", column="user_id")}
     assert "e.g. 2, 2" in report.summary_lines()[0]
 
 
 def test_user_validation_block_fails_with_readable_lines(spark, tmp_path):
     rows = _rows()  # feature_watermark is null on 4 of 12 rows
-    validation = SimpleNamespace(min_rows=1000, max_null_fraction={"feature_watermark": 0.2}, expectations=())
+    validation = SimpleNamespace(
+        min_rows=1000, max_null_fraction={"feature_watermark": 0.2}, expectations=()
+    )
     report = validate_dataframe(
         _df(spark, rows), user_suite(validation), suite_name="user", report_dir=tmp_path
     )
@@ -247,22 +259,37 @@ def test_user_validation_block_fails_with_readable_lines(spark, tmp_path):
 
 
 def test_unknown_expectation_type_is_a_definition_error(spark, tmp_path):
-    specs = _suite() + [{"type": "expect_column_values_to_be_uniq", "kwargs": {"column": "impression_id"}}]
+    typo = {"type": "expect_column_values_to_be_uniq", "kwargs": {"column": "impression_id"}}
     report_dir = tmp_path / "report"
-    with pytest.raises(DefinitionError, match=r"#8 \(expect_column_values_to_be_uniq\).*did you mean expect_column_values_to_be_unique"):
-        validate_dataframe(_df(spark, _rows()), specs, suite_name="x", report_dir=report_dir)
+    with pytest.raises(
+        DefinitionError,
+        match=r"#8 \(expect_column_values_to_be_uniq\).*did you mean "
+        r"expect_column_values_to_be_unique",
+    ):
+        validate_dataframe(
+            _df(spark, _rows()), _suite() + [typo], suite_name="x", report_dir=report_dir
+        )
     assert not report_dir.exists()  # failed before anything was written
 
 
 @pytest.mark.parametrize(
     "spec,message",
     [
-        ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "clicked", "bogus": 1}}, "bogus: extra fields not permitted"),
-        ({"type": "expect_column_values_to_not_be_null", "kwargs": {}}, "column: field required"),
-        ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "clicked", "mostly": 2}}, "mostly: ensure this value is less than or equal to 1"),
-        ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "clickd"}}, "no column clickd"),
-        ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "clicked", "id": "x"}}, r"\['id'\] are not allowed"),
-        ({"type": "expect_column_values_to_not_be_null", "args": {}}, r"unknown field\(s\) \['args'\]"),
+        (
+            {"type": NOT_NULL, "kwargs": {"column": "clicked", "bogus": 1}},
+            "bogus: extra fields not permitted",
+        ),
+        ({"type": NOT_NULL, "kwargs": {}}, "column: field required"),
+        (
+            {"type": NOT_NULL, "kwargs": {"column": "clicked", "mostly": 2}},
+            "mostly: ensure this value is less than or equal to 1",
+        ),
+        ({"type": NOT_NULL, "kwargs": {"column": "clickd"}}, "no column clickd"),
+        (
+            {"type": NOT_NULL, "kwargs": {"column": "clicked", "id": "x"}},
+            r"\['id'\] are not allowed",
+        ),
+        ({"type": NOT_NULL, "args": {}}, r"unknown field\(s\) \['args'\]"),
         ({"kwargs": {"column": "clicked"}}, "'type' must be an expectation name"),
     ],
 )
@@ -271,11 +298,38 @@ def test_bad_expectation_specs_are_definition_errors(spark, tmp_path, spec, mess
         validate_dataframe(_df(spark, _rows()), [spec], suite_name="x", report_dir=tmp_path)
 
 
+def test_suite_name_cannot_leave_the_report_dir(spark, tmp_path):
+    with pytest.raises(DefinitionError, match="suite name"):
+        validate_dataframe(_df(spark, _rows()), _suite(), suite_name="../x", report_dir=tmp_path)
+
+
 def test_expectation_that_errors_on_the_engine_is_a_failed_result(spark, tmp_path):
-    spec = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "impression_id", "min_value": 0}}
+    # A numeric bound on a string column: GE raises while computing, and catches it.
+    spec = {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "impression_id", "min_value": 0},
+    }
     report = validate_dataframe(_df(spark, _rows()), [spec], suite_name="err", report_dir=tmp_path)
     assert not report.success
     assert report.results[0].observed.startswith("error: ")
+
+
+def test_user_suite_conversion():
+    validation = SimpleNamespace(
+        min_rows=None,
+        max_null_fraction={"a": 0.7, "b": 0},
+        expectations=(
+            SimpleNamespace(type=IN_SET, kwargs={"column": "c", "value_set": ("x", "y")}),
+        ),
+    )
+    assert user_suite(validation) == [
+        {"type": NOT_NULL, "kwargs": {"column": "a", "mostly": 0.3}},
+        {"type": NOT_NULL, "kwargs": {"column": "b", "mostly": 1.0}},
+        {"type": IN_SET, "kwargs": {"column": "c", "value_set": ["x", "y"]}},
+    ]
+    assert user_suite(None) == []
+    with pytest.raises(DefinitionError, match="max_null_fraction.a"):
+        user_suite(SimpleNamespace(min_rows=None, max_null_fraction={"a": 1.5}, expectations=()))
 
 
 def test_validation_time_on_100k_rows_file_backed(spark, tmp_path):
@@ -283,12 +337,13 @@ def test_validation_time_on_100k_rows_file_backed(spark, tmp_path):
 
     n = 100_000
     ts = F.timestamp_seconds(F.lit(1_772_000_000) + F.col("id") * 60)
+    watermark = ts - F.expr("INTERVAL 10 MINUTES")
     (
         spark.range(n)
         .select(
             F.concat(F.lit("imp-"), F.col("id").cast("string")).alias("impression_id"),
             ts.alias("ts"),
-            F.when(F.col("id") % 3 == 0, None).otherwise(ts - F.expr("INTERVAL 10 MINUTES")).alias("feature_watermark"),
+            F.when(F.col("id") % 3 == 0, None).otherwise(watermark).alias("feature_watermark"),
             (F.col("id") % 1000).alias("user_id"),
             (ts - F.expr("INTERVAL 30 MINUTES")).alias("views_cutoff"),
             (F.col("id") % 17).alias("views_1h"),
@@ -296,9 +351,13 @@ def test_validation_time_on_100k_rows_file_backed(spark, tmp_path):
         )
         .write.parquet(str(tmp_path / "data"))
     )
-    df = spark.read.parquet(str(tmp_path / "data"))  # file-backed: each GE query re-reads parquet
-    validation = SimpleNamespace(min_rows=n, max_null_fraction={"feature_watermark": 0.5}, expectations=())
-    report = validate_dataframe(df, _suite() + user_suite(validation), suite_name="big", report_dir=tmp_path / "r")
+    # File-backed, as the jobs pass it: each of GE's queries re-reads parquet, not a lineage.
+    df = spark.read.parquet(str(tmp_path / "data"))
+    validation = SimpleNamespace(
+        min_rows=n, max_null_fraction={"feature_watermark": 0.5}, expectations=()
+    )
+    specs = _suite() + user_suite(validation)
+    report = validate_dataframe(df, specs, suite_name="big", report_dir=tmp_path / "r")
     assert report.success, report.summary_lines()
     assert report.results[0].observed == f"0 unexpected of {n} rows"
     print(f"\nvalidated {n} rows x {len(report.results)} expectations in {report.seconds:.2f}s")
@@ -314,11 +373,13 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="no chromium/chrome binary on this machine for a headless screenshot")
+@pytest.mark.skipif(_chromium() is None, reason="no chromium/chrome for a headless screenshot")
 def test_report_renders_headless(spark, tmp_path):
     rows = _rows()
     rows[1].update(clicked=2)
-    report = validate_dataframe(_df(spark, rows), _suite(), suite_name="shot", report_dir=tmp_path / "r")
+    report = validate_dataframe(
+        _df(spark, rows), _suite(), suite_name="shot", report_dir=tmp_path / "r"
+    )
     shot = tmp_path / "page.png"
     subprocess.run(
         [

@@ -31,36 +31,12 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("java") is None, reason="classic Spark needs Java"),
 ]
 
-_CONNECT_ENV = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")
 
 
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    saved = {k: os.environ.pop(k) for k in _CONNECT_ENV if k in os.environ}
-    # Python workers (GE's UDF-based expectations) must use this interpreter, not whatever
-    # python3 is first on PATH (which may lack pyarrow).
-    saved_python = os.environ.get("PYSPARK_PYTHON")
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("tilewise-test-gx")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    try:
-        yield session
-    finally:
-        session.stop()
-        if saved_python is None:
-            os.environ.pop("PYSPARK_PYTHON", None)
-        else:
-            os.environ["PYSPARK_PYTHON"] = saved_python
-        os.environ.update(saved)
+@pytest.fixture
+def spark(spark_engine):  # type: ignore[no-untyped-def]
+    spark_engine.activate()
+    return spark_engine.spark
 
 
 def test_classic_dataframe_passes(spark, tmp_path):
@@ -77,6 +53,8 @@ def test_classic_builtin_checks_fail_like_sail(spark, tmp_path):
     rows = _rows()
     for _, mutate, _ in FAILURES:
         mutate(rows)
-    report = validate_dataframe(_df(spark, rows), _suite(), suite_name="classic_bad", report_dir=tmp_path)
+    report = validate_dataframe(
+        _df(spark, rows), _suite(), suite_name="classic_bad", report_dir=tmp_path
+    )
     assert not report.success
     assert _failed(report) == {expected for _, _, expected in FAILURES}
