@@ -36,21 +36,27 @@ class Count(Aggregation):
         return parts["n"] if parts["n"] else None
 
 
+# Block parts of sums are DECIMAL: addition is then exact, so the result does not depend on the
+# order partial sums meet (a DOUBLE sum differs in its last bits between runs and engines).
+# Values are rounded to 9 decimal places; sums up to 10**29 fit.
+EXACT = "DECIMAL(38, 9)"
+
+
 class Sum(Aggregation):
-    """Sum of `column` as DOUBLE (integral sums stay exact up to 2**53)."""
+    """Sum of `column`: exact in the blocks, DOUBLE when finalized."""
 
     name = "sum"
     empty = "zero"
     parts = ("s",)
 
     def map_sql(self, x: AggInput) -> dict[str, str]:
-        return {"s": f"sum(CASE WHEN {x.cond} THEN CAST({x.value} AS DOUBLE) END)"}
+        return {"s": f"sum(CASE WHEN {x.cond} THEN CAST({x.value} AS {EXACT}) END)"}
 
     def combine_sql(self, part: dict[str, str], x: AggInput) -> dict[str, str]:
         return {"s": f"sum({part['s']})"}
 
     def finalize_sql(self, part: dict[str, str], x: AggInput) -> str:
-        return part["s"]
+        return f"CAST({part['s']} AS DOUBLE)"
 
     def py_map(self, events: list[PyEvent], x: AggInput) -> dict[str, Any]:
         return {"s": float(sum(e.value for e in events)) if events else None}
@@ -100,14 +106,14 @@ class Max(_Extreme):
 
 
 class Avg(Aggregation):
-    """Mean of `column`: a DOUBLE sum and a count, divided at the end."""
+    """Mean of `column`: an exact sum and a count, divided at the end."""
 
     name = "avg"
     parts = ("s", "n")
 
     def map_sql(self, x: AggInput) -> dict[str, str]:
         return {
-            "s": f"sum(CASE WHEN {x.cond} THEN CAST({x.value} AS DOUBLE) END)",
+            "s": f"sum(CASE WHEN {x.cond} THEN CAST({x.value} AS {EXACT}) END)",
             "n": f"CAST(sum(CASE WHEN {x.cond} THEN 1 ELSE 0 END) AS BIGINT)",
         }
 
@@ -115,7 +121,7 @@ class Avg(Aggregation):
         return {"s": f"sum({part['s']})", "n": f"CAST(sum({part['n']}) AS BIGINT)"}
 
     def finalize_sql(self, part: dict[str, str], x: AggInput) -> str:
-        return f"CASE WHEN {part['n']} > 0 THEN {part['s']} / {part['n']} END"
+        return f"CASE WHEN {part['n']} > 0 THEN CAST({part['s']} AS DOUBLE) / {part['n']} END"
 
     def py_map(self, events: list[PyEvent], x: AggInput) -> dict[str, Any]:
         if not events:

@@ -86,8 +86,6 @@ def run(
         if missing:
             raise InputDataError(f"impressions source {src.name}: key column(s) {missing} not found (training set {name})")
         keep = [ID, TS, *key_cols, *([WATERMARK] if watermark else [])]
-        if src.timestamp not in keep:
-            keep.append(src.timestamp)
         imps = stage(spark, run.dir / "work" / "impressions", imps.select(*[quote(k) for k in keep]))
         n_imps = imps.count()
     run.drop("impressions: null timestamp", int(c["null_ts"] or 0))
@@ -130,27 +128,29 @@ def run(
             )
             frames[fs_name] = per_imp
 
-    with run.step(f"{name}: join {len(frames)} frames on {ID}"):
-        out = joins.join_on_id(engine, run, base, frames, ID, explain=explain)
-        for fs_name, refs in refs_by_fs.items():
-            out = fill_empty(out, defs.feature_sets[fs_name], refs)
-        for label in ts_def.labels:
-            out = out.withColumn(label.name, F.coalesce(F.col(label.name), F.lit(0)).cast("int"))
-        out = out.withColumn(DATE, F.to_date(TS))
-        columns = _output_columns(ts_def, key_cols, src.timestamp, watermark, refs_by_fs)
-        out = out.withColumnRenamed(TS, src.timestamp) if src.timestamp != TS and src.timestamp not in out.columns else out
-        out = out.select(*[quote(col) for col in columns])
-        table = table_name(name)
-        staged = stage(spark, run.dir / "staged" / table, out)
-        rows = staged.count()
+    try:
+        with run.step(f"{name}: join {len(frames)} frames on {ID}"):
+            out = joins.join_on_id(engine, run, base, frames, ID, explain=explain)
+            for fs_name, refs in refs_by_fs.items():
+                out = fill_empty(out, defs.feature_sets[fs_name], refs)
+            for label in ts_def.labels:
+                out = out.withColumn(label.name, F.coalesce(F.col(label.name), F.lit(0)).cast("int"))
+            out = out.withColumn(DATE, F.to_date(TS))
+            columns = _output_columns(ts_def, key_cols, src.timestamp, watermark, refs_by_fs)
+            out = out.withColumnRenamed(TS, src.timestamp)
+            out = out.select(*[quote(col) for col in columns])
+            table = table_name(name)
+            staged = stage(spark, run.dir / "staged" / table, out)
+            rows = staged.count()
 
-    expectations = training_expectations(defs, name, staged.columns)
-    report = gate.audit(run, table, staged, expectations, engine=engine.name)
-    predicate = f"{DATE} >= DATE'{start}' AND {DATE} < DATE'{end}'"
-    with run.step(f"{name}: publish {table}"):
-        result = gate.publish(run, report, lambda: wh.replace_range(table, staged, predicate, [DATE]))
+        expectations = training_expectations(defs, name, staged.columns)
+        report = gate.audit(run, table, staged, expectations, engine=engine.name)
+        predicate = f"{DATE} >= DATE'{start}' AND {DATE} < DATE'{end}'"
+        with run.step(f"{name}: publish {table}"):
+            result = gate.publish(run, report, lambda: wh.replace_range(table, staged, predicate, [DATE]))
+    finally:
+        joins.drop_bucketed(engine, run)
     gate.discard_staged(run)
-    joins.drop_bucketed(engine, run)
     run.inputs["_sources"] = {k: v.as_dict() for k, v in stats.items()}
     duplicates = int(c["valid"] or 0) - n_imps
     run.drop("impressions: duplicate impression_id", duplicates)

@@ -23,6 +23,9 @@ def join_on_id(
         base = bucketed(engine, base, f"{prefix}_impressions", key)
         frames = {name: bucketed(engine, df, f"{prefix}_{name}", key) for name, df in frames.items()}
     out = base
+    if engine.supports_bucketing:
+        # Small frames would otherwise be broadcast (a BroadcastExchange) instead of joined in buckets.
+        engine.spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
     for df in frames.values():
         out = out.join(df, on=key, how="left")
     if explain:
@@ -40,9 +43,10 @@ def bucketed(engine: Engine, df: DataFrame, table: str, key: str) -> DataFrame:
 
 
 def drop_bucketed(engine: Engine, run: Run) -> None:
-    """Remove this run's bucketed intermediates."""
+    """Remove this run's bucketed intermediates (and restore broadcast joins)."""
     if not engine.supports_bucketing:
         return
+    engine.spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
     prefix = "tw_" + run.run_id.replace("-", "_").lower()
     for t in engine.spark.catalog.listTables():
         if t.name.startswith(prefix):
