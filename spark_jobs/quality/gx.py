@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from urllib.parse import unquote, urlparse
 
+from spark_jobs.quality.suites import plain
 from spark_jobs.errors import DefinitionError, TilewiseError
 
 if TYPE_CHECKING:
@@ -236,16 +237,7 @@ def _check_spec(index: int, spec: Any) -> tuple[str, dict]:
     reserved = _RESERVED_KWARGS & set(kwargs)
     if reserved:
         raise DefinitionError(f"{where} ({type_}): kwargs {sorted(reserved)} are not allowed")
-    return type_, _plain(kwargs)
-
-
-def _plain(value: Any) -> Any:
-    """Deep-copy into dicts and lists (definitions may hold tuples or frozen mappings)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    return type_, plain(kwargs)
 
 
 def _check_columns(specs: list[tuple[str, dict]], columns: Sequence[str]) -> None:

@@ -130,14 +130,14 @@ def user_suite(validation: Any) -> list[Spec]:
         if not isinstance(kwargs, Mapping):
             name = getattr(expectation, "type", "?")
             raise DefinitionError(f"validation expectation {name}: kwargs must be a mapping")
-        specs.append({"type": expectation.type, "kwargs": _plain(kwargs)})
+        specs.append({"type": expectation.type, "kwargs": plain(kwargs)})
     return specs
 
 
-def _plain(value: Any) -> Any:
-    """Plain dicts and lists: definitions may be frozen (tuples, mapping proxies)."""
+def plain(value: Any) -> Any:
+    """Deep copy into dicts and lists: definitions may be frozen (tuples, mapping proxies)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
