@@ -92,7 +92,7 @@ class Warehouse:
         Rows outside the predicate are untouched; `df` rows outside it are not written. The
         predicate must only use NOT NULL columns (see module docstring).
         """
-        data = df.filter(predicate)
+        data = _one_file_per_partition(df.filter(predicate), partition_by)
         with self.lock(table):
             if self.format == "delta":
                 self._check_schema(table, data)
@@ -174,6 +174,11 @@ class Warehouse:
             raise InputDataError(f"table {table}: version {version} was committed by another writer") from None
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _one_file_per_partition(df: DataFrame, partition_by: list[str]) -> DataFrame:
+    """A nightly write adds one file per touched partition, not one per task: no small-file pile-up."""
+    return df.repartition(*[f"`{c}`" for c in partition_by]) if partition_by else df
 
 
 def stage(spark: SparkSession, folder: Path, df: DataFrame, partition_by: list[str] = ()) -> DataFrame:  # type: ignore[assignment]
