@@ -114,7 +114,8 @@ def backfill_feature_set(
         gate.discard_staged(run)
 
     dups = counts["in_range"] - counts["null_key"] - aggregated
-    run.inputs[fs.source] = {**{k: v.as_dict() for k, v in stats.items()}.get(fs.source, {}), "rows_read": counts["rows_read"]}
+    own = stats[fs.source].as_dict() if fs.source in stats else {}
+    run.inputs[fs.source] = {**own, "rows_read": counts["rows_read"]}
     run.inputs.setdefault("_sources", {}).update({k: v.as_dict() for k, v in stats.items()})
     run.drop(f"{fs.name}: null timestamp", counts["null_timestamp"])
     run.drop(f"{fs.name}: null key", counts["null_key"])

@@ -6,7 +6,7 @@ recorded per row as `watermark`. Every feature and window of the feature set is 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from pyspark.sql import functions as F
 
@@ -42,7 +42,7 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datet
         g = fs.finest.seconds
         with run.step(f"{name}: snapshot as of {as_of:%Y-%m-%d %H:%M:%S} from {source} v{version}"):
             blocks = wh.read(source, version=version)
-            t = int(as_of.replace(tzinfo=__import__("datetime").timezone.utc).timestamp())
+            t = int(as_of.replace(tzinfo=timezone.utc).timestamp())
             t_floor = t - t % g
             requests = (
                 blocks.select(*[quote(k) for k in fs.key]).distinct()
