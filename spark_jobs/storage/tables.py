@@ -12,14 +12,20 @@ Two formats behind one interface:
   folder and readers never see half a version. Every write rewrites the table: right for local
   runs and CI, not for big tables (use Delta there).
 
-All writes hold the table's lock (`locks.py`), because Sail detects no write conflicts.
+All writes hold the table's lock (`locks.py`), because Sail detects no write conflicts. On
+Delta-on-Spark a writer that bypasses the lock (another tool, a host without the shared lock
+folder) can still make a commit conflict: the commit is retried a few times from a fresh snapshot
+(a range overwrite is idempotent), then the run fails with `WriteConflict` (exit 1).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -30,9 +36,33 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from spark_jobs.errors import InputDataError
-from spark_jobs.storage.locks import table_lock
+from spark_jobs.storage.locks import TableBusy, table_lock
+
+log = logging.getLogger(__name__)
 
 _LOG = "_tilewise_log"
+
+# Delta's commit-conflict exceptions (`delta.exceptions`). Matched by name, so this module needs
+# no Delta import: with `delta.exceptions` imported they arrive as these Python classes, without
+# it as a generic captured error whose text names the Java class `io.delta.exceptions.<Name>`.
+DELTA_CONFLICTS = frozenset(
+    {
+        "DeltaConcurrentModificationException",
+        "ConcurrentWriteException",
+        "MetadataChangedException",
+        "ProtocolChangedException",
+        "ConcurrentAppendException",
+        "ConcurrentDeleteReadException",
+        "ConcurrentDeleteDeleteException",
+        "ConcurrentTransactionException",
+    }
+)
+_JAVA_CONFLICT = re.compile(r"io\.delta\.exceptions\.(\w+)")
+COMMIT_ATTEMPTS = 3
+
+
+class WriteConflict(TableBusy):
+    """A Delta commit kept conflicting with a writer that does not take tilewise's table lock."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +125,15 @@ class Warehouse:
         data = _one_file_per_partition(df.filter(predicate), partition_by)
         with self.lock(table):
             if self.format == "delta":
-                self._check_schema(table, data)
-                writer = data.write.format("delta").mode("overwrite").partitionBy(*partition_by)
-                if self.version(table) is not None:
-                    writer = writer.option("replaceWhere", predicate)
-                writer.save(str(self.path(table)))
+
+                def commit() -> None:  # re-checks the table on each attempt: it may have appeared
+                    self._check_schema(table, data)
+                    writer = data.write.format("delta").mode("overwrite").partitionBy(*partition_by)
+                    if self.version(table) is not None:
+                        writer = writer.option("replaceWhere", predicate)
+                    writer.save(str(self.path(table)))
+
+                retry_conflicts(table, commit)
             else:
                 kept = None
                 if self.version(table) is not None:
@@ -114,13 +148,8 @@ class Warehouse:
         """Replace the whole table with `df` (a new version; history is kept)."""
         with self.lock(table):
             if self.format == "delta":
-                (
-                    df.write.format("delta")
-                    .mode("overwrite")
-                    .option("overwriteSchema", "true")
-                    .partitionBy(*partition_by)
-                    .save(str(self.path(table)))
-                )
+                writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+                retry_conflicts(table, lambda: writer.partitionBy(*partition_by).save(str(self.path(table))))
             else:
                 self._parquet_commit(table, df, partition_by)
             version = self.version(table)
@@ -174,6 +203,48 @@ class Warehouse:
             raise InputDataError(f"table {table}: version {version} was committed by another writer") from None
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def delta_conflict(exc: BaseException) -> str | None:
+    """The name of the Delta commit conflict `exc` is, or None when it is something else."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in DELTA_CONFLICTS:
+            return cls.__name__
+    head = str(exc).lstrip().split("\n", 1)[0]
+    m = _JAVA_CONFLICT.search(head)
+    return m.group(1) if m and m.group(1) in DELTA_CONFLICTS else None
+
+
+def retry_conflicts(
+    table: str,
+    commit: Callable[[], None],
+    *,
+    attempts: int = COMMIT_ATTEMPTS,
+    backoff_s: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Run `commit`, again (up to `attempts` in all) when it fails with a Delta commit conflict.
+
+    Only for commits that are idempotent from a fresh snapshot (a range or whole-table
+    overwrite): a retry re-reads the table's latest version. Other errors pass through at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            commit()
+            return
+        except Exception as exc:
+            name = delta_conflict(exc)
+            if name is None:
+                raise
+            if attempt == attempts:
+                raise WriteConflict(
+                    f"table {table}: the Delta commit conflicted with another writer ({name}) on all "
+                    f"{attempts} attempts; nothing of this run was published. Something writes this table "
+                    "without tilewise's lock (another tool or a host that does not share the warehouse's "
+                    "_locks folder): stop it or wait for it, then re-run."
+                ) from exc
+            log.warning("table %s: Delta commit conflict (%s), attempt %d of %d; retrying", table, name, attempt, attempts)
+            sleep(backoff_s * attempt)
 
 
 def _one_file_per_partition(df: DataFrame, partition_by: list[str]) -> DataFrame:
