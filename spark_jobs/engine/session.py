@@ -117,7 +117,10 @@ def _start_spark(profile: Profile) -> Engine:
     active = SparkSession.getActiveSession()
     builder = SparkSession.builder.appName("tilewise")
     confs = dict(profile.spark)
-    if active is None and profile.master:
+    submitted = _submit_confs()
+    # A master given to spark-submit (--master) wins over the profile's: it is the one thing a
+    # submission always says, and a builder master would silently override it.
+    if active is None and profile.master and "spark.master" not in submitted:
         builder = builder.master(profile.master)
     confs.setdefault("spark.sql.session.timeZone", "UTC")
     confs.setdefault("spark.ui.showConsoleProgress", "false")
@@ -125,7 +128,6 @@ def _start_spark(profile: Profile) -> Engine:
     confs.setdefault("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
     # Bucketed intermediates (saveAsTable) live in the session catalog, under the warehouse.
     confs.setdefault("spark.sql.warehouse.dir", str(profile.warehouse_path / "_tmp" / "spark-tables"))
-    submitted = _submit_confs()
     if profile.table_format == "delta":
         if not delta_jars_present({**submitted, **confs}):
             raise InputDataError(
@@ -139,11 +141,23 @@ def _start_spark(profile: Profile) -> Engine:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if profile.table_format == "delta":
+        import delta.exceptions  # noqa: F401  (commit conflicts then arrive as delta.exceptions classes)
     return Engine("spark", spark, profile.table_format, profile)
 
 
 def _submit_confs() -> dict[str, str]:
-    """Confs given to spark-submit (--jars, --packages, --conf): SparkConf loads them from the JVM."""
-    from pyspark import SparkConf
+    """Confs given to spark-submit (--master, --jars, --packages, --conf), read from its driver JVM.
 
+    Under spark-submit that JVM already runs (PYSPARK_GATEWAY_PORT) and holds them as system
+    properties; SparkConf only sees them once connected to it. Anywhere else there is no JVM yet,
+    and starting one here would lose the profile's launch-time confs (driver memory, Java
+    options), so there is nothing to read.
+    """
+    from pyspark import SparkConf, SparkContext
+
+    if SparkContext._jvm is None:
+        if "PYSPARK_GATEWAY_PORT" not in os.environ:
+            return {}
+        SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
