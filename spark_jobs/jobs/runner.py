@@ -58,6 +58,8 @@ def print_summary(run: Run, manifest_path: Path) -> None:
     for table, v in run.validation.items():
         state = "passed" if v["success"] else "FAILED"
         lines.append(f"   validation {table}: {state} ({v['expectations']} expectations, {v['seconds']:.1f}s)")
+    if run.validation and m["validation_share"] is not None:
+        lines.append(f"   validation took {m['validation_seconds']:.1f}s, {m['validation_share']:.0%} of the run")
     for note in run.notes:
         lines.append(f"   note: {note}")
     if run.error:

@@ -88,8 +88,16 @@ def run(
         keep = [ID, TS, *key_cols, *([WATERMARK] if watermark else [])]
         imps = stage(spark, run.dir / "work" / "impressions", imps.select(*[quote(k) for k in keep]))
         n_imps = imps.count()
+    # Counted as soon as known, so a run that fails later still reports them in its manifest.
+    duplicates = int(c["valid"] or 0) - n_imps
     run.drop("impressions: null timestamp", int(c["null_ts"] or 0))
     run.drop("impressions: null impression_id", int(c["null_id"] or 0))
+    run.drop("impressions: duplicate impression_id", duplicates)
+    counts = run.counts[name] = {
+        "impressions_read": int(c["read"]),
+        "impressions_distinct": n_imps,
+        "duplicates": duplicates,
+    }
 
     with run.step(f"{name}: labels"):
         labels, cutoffs = _labels(spark, defs, ts_def, imps, lo, hi, label_cutoff, stats)
@@ -99,6 +107,10 @@ def run(
         base = imps.filter(mature)
         immature = n_imps - base.count()
     run.counts["label_cutoffs"] = {k: str(v) for k, v in cutoffs.items()}
+    counts["immature_not_emitted"] = immature
+    run.inputs["_sources"] = {k: v.as_dict() for k, v in stats.items()}
+    if immature:
+        run.notes.append(f"{immature:,} immature impressions (label window still open) not emitted")
 
     frames = {"labels": labels}
     refs_by_fs: dict[str, list[FeatureRef]] = {}
@@ -141,7 +153,7 @@ def run(
             out = out.select(*[quote(col) for col in columns])
             table = table_name(name)
             staged = stage(spark, run.dir / "staged" / table, out)
-            rows = staged.count()
+            rows = counts["rows_staged"] = staged.count()
 
         expectations = training_expectations(defs, name, staged.columns)
         report = gate.audit(run, table, staged, expectations, engine=engine.name)
@@ -151,18 +163,7 @@ def run(
     finally:
         joins.drop_bucketed(engine, run)
     gate.discard_staged(run)
-    run.inputs["_sources"] = {k: v.as_dict() for k, v in stats.items()}
-    duplicates = int(c["valid"] or 0) - n_imps
-    run.drop("impressions: duplicate impression_id", duplicates)
-    run.counts[name] = {
-        "impressions_read": int(c["read"]),
-        "impressions_distinct": n_imps,
-        "immature_not_emitted": immature,
-        "rows_written": rows,
-        "duplicates": duplicates,
-    }
-    if immature:
-        run.notes.append(f"{immature:,} immature impressions (label window still open) not emitted")
+    counts["rows_written"] = rows
     run.outputs[table] = {"version": result.version, "rows": rows}
 
 

@@ -68,7 +68,11 @@ class Run:
             self.dropped[reason] = self.dropped.get(reason, 0) + int(rows)
 
     # -- manifest ----------------------------------------------------------------------------
+    def validation_seconds(self) -> float:
+        return sum(float(v.get("seconds") or 0.0) for v in self.validation.values())
+
     def manifest(self) -> dict[str, Any]:
+        seconds = time.time() - self.started
         return {
             "run_id": self.run_id,
             "command": self.command,
@@ -78,7 +82,10 @@ class Run:
             "error": self.error,
             "started": datetime.fromtimestamp(self.started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "finished": _now_iso(),
-            "seconds": round(time.time() - self.started, 3),
+            "seconds": round(seconds, 3),
+            # What the quality gate costs next to the whole run (Great Expectations time / run time).
+            "validation_seconds": round(self.validation_seconds(), 3),
+            "validation_share": round(self.validation_seconds() / seconds, 4) if seconds > 0 else None,
             "steps_seconds": {k: round(v, 3) for k, v in self.steps.items()},
             "definitions": self.definitions,
             "inputs": self.inputs,
