@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TILEWISE = [sys.executable, "-m", "spark_jobs.cli"]
-
-
-def tilewise(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TZ": "UTC"}
-    env.pop("SPARK_CONNECT_MODE_ENABLED", None)
-    return subprocess.run([*TILEWISE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+from tests.helpers import REPO, TILEWISE
+from tests.helpers import manifests as _manifests
+from tests.helpers import table_content as _content
+from tests.helpers import tilewise
 
 
 def test_check_accepts_the_shipped_definitions() -> None:
@@ -60,27 +53,6 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     res = tilewise("check", "--defs", str(defs), cwd=tmp_path)
     assert res.returncode == 2
     assert "x.yaml:" in res.stderr and "YAML" in res.stderr
-
-
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spark_jobs.demo.synthetic import generate
-
-    root = tmp_path_factory.mktemp("data")
-    generate(root / "demo", days=2, events_per_day=15_000, impressions_per_day=3_000)
-    return root
-
-
-def _content(warehouse: Path, table: str) -> list[tuple]:
-    from deltalake import DeltaTable
-
-    df = DeltaTable(str(warehouse / table)).to_pandas()
-    df = df[sorted(df.columns)]
-    return sorted(map(repr, df.astype(str).itertuples(index=False)))
-
-
-def _manifests(warehouse: Path, command: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((warehouse / "_runs").glob(f"*-{command}-*.json"))]
 
 
 def test_backfill_is_idempotent_and_reads_only_its_days(demo_data: Path, tmp_path: Path) -> None:
