@@ -112,6 +112,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"{len(defs.training_sets)} training sets in {len(defs.files)} files"
         )
         return 0
+    if args.command == "validate":  # a wrong table name fails before an engine starts
+        from spark_jobs.jobs.validate import check_table_name
+
+        check_table_name(defs, args.table)
     return run_engine_command(args, profile, defs)
 
 

@@ -36,21 +36,29 @@ def training_expectations(defs: Definitions, name: str, columns: list[str]) -> l
     return training_suite(label_columns=labels, count_columns=counts, cutoff_pairs=pairs) + user_suite(ts_def.validation)
 
 
-def expectations_for(defs: Definitions, table: str, columns: list[str]) -> list[dict]:
+def check_table_name(defs: Definitions, table: str) -> None:
+    """`table` names an output table of these definitions (so it cannot point anywhere else)."""
     kind, _, name = table.partition("/")
-    if kind == "blocks" and name in defs.feature_sets:
+    known = defs.training_sets if kind == "training" else defs.feature_sets if kind in ("blocks", "snapshots") else {}
+    if name not in known:
+        raise InputDataError(
+            f"{table!r} is not a table of these definitions: write blocks/<feature_set>, "
+            "snapshots/<feature_set> or training/<training_set>"
+        )
+
+
+def expectations_for(defs: Definitions, table: str, columns: list[str]) -> list[dict]:
+    check_table_name(defs, table)
+    kind, _, name = table.partition("/")
+    if kind == "blocks":
         return block_suite(list(defs.feature_sets[name].key), [EVENT_COUNT])
-    if kind == "snapshots" and name in defs.feature_sets:
+    if kind == "snapshots":
         return snapshot_suite(list(defs.feature_sets[name].key))
-    if kind == "training" and name in defs.training_sets:
-        return training_expectations(defs, name, columns)
-    raise InputDataError(
-        f"{table!r} is not a table of these definitions: write blocks/<feature_set>, "
-        "snapshots/<feature_set> or training/<training_set>"
-    )
+    return training_expectations(defs, name, columns)
 
 
 def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, table: str) -> None:
+    check_table_name(defs, table)
     version = wh.version(table)
     if version is None:
         raise InputDataError(f"table {table} does not exist under {wh.root}")
