@@ -22,7 +22,7 @@ from spark_jobs.engine.session import Engine
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import block_suite
 from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.sources import InputStats, TimeRange, read_source
+from spark_jobs.storage.sources import InputStats, TimeRange, read_source, reading
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms.blocks import EVENT_COUNT, build_blocks, roll_up
 from spark_jobs.transforms.events import clean_events, event_counts, with_event_time
@@ -82,13 +82,13 @@ def backfill_feature_set(
     hi = _epoch(end)
     levels = plan_levels(fs, lo, hi)
     src = defs.sources[fs.source]
-    with wh.lock(table, on_wait=run.say):
+    stats: dict[str, InputStats] = {}
+    with wh.lock(table, on_wait=run.say), reading(stats):
         with run.step(f"{fs.name}: read {fs.source} {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
-            stats: dict[str, InputStats] = {}
             raw = read_source(engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats)
             events = with_event_time(raw, src.timestamp, fs.source)
-            counts = event_counts(events, fs.key, _ts(lo), _ts(hi))
-            clean = clean_events(events, fs.key, src.dedupe_key, _ts(lo), _ts(hi))
+            counts = event_counts(events, src.timestamp, fs.key, _ts(lo), _ts(hi), run.clock)
+            clean = clean_events(events, fs.key, src.dedupe_key, _ts(lo), _ts(hi), run.clock)
         staged: list[DataFrame] = []
         with run.step(f"{fs.name}: blocks {' -> '.join(str(d) for d in fs.block_sizes)}"):
             finer = stage(engine.spark, run.dir / "staged" / table / str(levels[0].size), build_blocks(clean, fs))
@@ -113,11 +113,13 @@ def backfill_feature_set(
             result = gate.publish(run, report, lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY))
         gate.discard_staged(run)
 
-    dups = counts["in_range"] - counts["null_key"] - aggregated
+    dups = counts["in_range"] - counts["timestamp_in_future"] - counts["null_key"] - aggregated
     own = stats[fs.source].as_dict() if fs.source in stats else {}
     run.inputs[fs.source] = {**own, "rows_read": counts["rows_read"]}
     run.inputs.setdefault("_sources", {}).update({k: v.as_dict() for k, v in stats.items()})
     run.drop(f"{fs.name}: null timestamp", counts["null_timestamp"])
+    run.drop(f"{fs.name}: unparseable timestamp", counts["unparseable_timestamp"])
+    run.drop(f"{fs.name}: timestamp in future", counts["timestamp_in_future"])
     run.drop(f"{fs.name}: null key", counts["null_key"])
     run.drop(f"{fs.name}: duplicate ({', '.join(src.dedupe_key)})", dups)
     run.counts[fs.name] = {
@@ -128,6 +130,11 @@ def backfill_feature_set(
         "range": [f"{_ts(lo):%Y-%m-%dT%H:%M:%SZ}", f"{_ts(hi):%Y-%m-%dT%H:%M:%SZ}"],
     }
     run.outputs[table] = {"version": result.version, "rows": sum(blocks_written.values())}
+    if not aggregated:  # legitimate (a quiet night), and the re-run of a range that lost its events
+        run.notes.append(
+            f"{fs.name}: 0 events of source {fs.source} in [{_ts(lo):%Y-%m-%d %H:%M}, {_ts(hi):%Y-%m-%d %H:%M}) "
+            f"({counts['rows_read']:,} rows read, {counts['in_range']:,} in range): the range now has no blocks"
+        )
     files = stats.get(fs.source) or next(iter(stats.values()), None)
     read_note = f", files read {files.files_read}/{files.files_total}" if files and files.files_total else ""
     run.say(

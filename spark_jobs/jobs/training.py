@@ -29,11 +29,11 @@ from spark_jobs.jobs.backfill import table_name as blocks_table
 from spark_jobs.quality import gate
 from spark_jobs.jobs.validate import WATERMARK, training_expectations
 from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source
+from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source, reading
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
-from spark_jobs.transforms.events import TS, dedupe, in_range, with_event_time
+from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time, with_event_time
 from spark_jobs.transforms.pit import END, T_FLOOR, assemble, cutoff_column, fill_empty, with_window_bounds
 
 ID = "impression_id"
@@ -59,10 +59,31 @@ def run(
     label_cutoff: datetime | None = None,
     explain: bool = False,
 ) -> None:
+    if label_cutoff is not None and label_cutoff > run.clock:
+        raise InputDataError(
+            f"--label-cutoff {label_cutoff:%Y-%m-%dT%H:%M:%S} is in the future (now {run.clock:%Y-%m-%dT%H:%M:%S} UTC): "
+            "labels cannot be complete up to then"
+        )
+    stats: dict[str, InputStats] = {}
+    with reading(stats):  # an engine failure on a source's file names the source and file
+        _build(engine, wh, defs, run, name, start, end, label_cutoff, explain, stats)
+
+
+def _build(
+    engine: Engine,
+    wh: Warehouse,
+    defs: Definitions,
+    run: Run,
+    name: str,
+    start: date,
+    end: date,
+    label_cutoff: datetime | None,
+    explain: bool,
+    stats: dict[str, InputStats],
+) -> None:
     ts_def = defs.training_sets[name]
     spark = engine.spark
     lo, hi = _midnight(start), _midnight(end)
-    stats: dict[str, InputStats] = {}
     src = defs.sources[ts_def.impressions]
 
     with run.step(f"{name}: impressions {start} .. {end}"):
@@ -74,7 +95,8 @@ def run(
             raw = raw.withColumn(WATERMARK, F.col(WATERMARK).cast("timestamp"))
         c = raw.agg(
             F.count(F.lit(1)).alias("read"),
-            F.sum(F.when(F.col(TS).isNull(), 1).otherwise(0)).alias("null_ts"),
+            F.sum(F.when(F.col(quote(src.timestamp)).isNull(), 1).otherwise(0)).alias("null_ts"),
+            F.sum(F.when(unparseable_time(src.timestamp), 1).otherwise(0)).alias("bad_ts"),
             F.sum(F.when(F.col(TS).isNotNull() & F.col(ID).isNull(), 1).otherwise(0)).alias("null_id"),
             F.sum(
                 F.when(F.col(ID).isNotNull() & (F.col(TS) >= F.lit(lo)) & (F.col(TS) < F.lit(hi)), 1).otherwise(0)
@@ -91,6 +113,7 @@ def run(
     # Counted as soon as known, so a run that fails later still reports them in its manifest.
     duplicates = int(c["valid"] or 0) - n_imps
     run.drop("impressions: null timestamp", int(c["null_ts"] or 0))
+    run.drop("impressions: unparseable timestamp", int(c["bad_ts"] or 0))
     run.drop("impressions: null impression_id", int(c["null_id"] or 0))
     run.drop("impressions: duplicate impression_id", duplicates)
     counts = run.counts[name] = {
@@ -100,7 +123,7 @@ def run(
     }
 
     with run.step(f"{name}: labels"):
-        labels, cutoffs = _labels(spark, defs, ts_def, imps, lo, hi, label_cutoff, stats)
+        labels, cutoffs = _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats)
         mature = F.lit(True)
         for label in ts_def.labels:
             mature = mature & (F.col(TS) + F.expr(f"INTERVAL {label.within.seconds} SECONDS") <= F.lit(cutoffs[label.name]))
@@ -189,7 +212,7 @@ def _output_columns(ts_def, key_cols, ts_name, watermark, refs_by_fs) -> list[st
     return [ts_name if c == TS else c for c in cols]
 
 
-def _labels(spark, defs, ts_def, imps, lo, hi, label_cutoff, stats):  # type: ignore[no-untyped-def]
+def _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats):  # type: ignore[no-untyped-def]
     """Label columns per impression_id, and each label's maturity cutoff."""
     longest = max((lb.within.seconds for lb in ts_def.labels), default=0)
     rng = TimeRange(lo, hi + timedelta(seconds=longest))
@@ -203,7 +226,9 @@ def _labels(spark, defs, ts_def, imps, lo, hi, label_cutoff, stats):  # type: ig
             raise InputDataError(f"label source {source}: column {ID!r} not found")
         ev = in_range(ev.filter(F.col(ID).isNotNull()), rng.lo, rng.hi)
         if label_cutoff is None:
-            seen[source] = latest_time(spark, defs, source)
+            # Events after the run's clock are counted, and never make label windows look closed.
+            seen[source], future = latest_time(spark, defs, source, run.clock)
+            run.drop(f"labels {source}: timestamp in future", future)
         for lb in [x for x in ts_def.labels if x.source == source]:
             tagged = ev.filter(lb.filter) if lb.filter else ev
             tagged = tagged.select(ID, F.col(TS).alias("_tw_lts"), F.lit(lb.name).alias("_tw_label"))

@@ -50,6 +50,11 @@ class Run:
             self.run_id = f"{stamp}-{self.command}-{uuid.uuid4().hex[:6]}"
 
     @property
+    def clock(self) -> datetime:
+        """The run's start on the wall clock (naive UTC): an event after it is in the future."""
+        return datetime.fromtimestamp(self.started, timezone.utc).replace(tzinfo=None)
+
+    @property
     def dir(self) -> Path:
         """Folder for this run's reports and rejected output."""
         return self.warehouse / "_runs" / self.run_id

@@ -1,12 +1,24 @@
-"""Raw source rows -> clean events: UTC timestamp, range, null keys/timestamps out, duplicates out."""
+"""Raw source rows -> clean events: UTC timestamp, range, null keys/timestamps out, duplicates out.
+
+Events that cannot be placed in time are never guessed into a block; each kind is counted apart:
+a null timestamp, a text that is no timestamp (`unparseable_time`), and a time after the run's
+wall clock (`now`: a broken producer clock, year 9999), which must neither be aggregated nor
+make data look complete further than it is.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DateType, StringType, TimestampNTZType, TimestampType
+from pyspark.sql.types import (
+    DateType,
+    NumericType,
+    StringType,
+    TimestampNTZType,
+    TimestampType,
+)
 
 from spark_jobs.errors import InputDataError
 
@@ -21,14 +33,30 @@ def with_event_time(df: DataFrame, column: str, source: str) -> DataFrame:
     col = F.col(f"`{column}`")
     if isinstance(dtype, TimestampType):
         ts = col
-    elif isinstance(dtype, (TimestampNTZType, DateType, StringType)):
+    elif isinstance(dtype, (TimestampNTZType, DateType)):
         ts = col.cast("timestamp")
+    elif isinstance(dtype, StringType):
+        ts = col.try_cast("timestamp")  # a text that is no time: null here, counted by unparseable_time
+    elif isinstance(dtype, NumericType):
+        # Epoch seconds or milliseconds? Guessing the unit silently is how wrong tables happen.
+        raise InputDataError(
+            f"source {source}: timestamp column {column!r} is a number ({dtype.simpleString()}); tilewise does not "
+            "guess whether it holds epoch seconds or milliseconds. Convert it in a view: rename this source to "
+            f"{source}_raw and define `{source}: {{sql: {source}.sql, timestamp: event_ts}}` with sql/{source}.sql: "
+            f"SELECT *, timestamp_seconds({column}) AS event_ts FROM {source}_raw "
+            f"(or timestamp_millis({column}) for milliseconds)"
+        )
     else:
         raise InputDataError(
             f"source {source}: timestamp column {column!r} has type {dtype.simpleString()}; "
             "expected a timestamp, date or ISO-8601 string"
         )
     return df.withColumn(TS, ts)
+
+
+def unparseable_time(column: str) -> Column:
+    """True where the source's timestamp column holds a value that is no time (e.g. a bad text)."""
+    return F.col(f"`{column}`").isNotNull() & F.col(TS).isNull()
 
 
 def in_range(df: DataFrame, lo: datetime | None, hi: datetime | None) -> DataFrame:
@@ -39,26 +67,40 @@ def in_range(df: DataFrame, lo: datetime | None, hi: datetime | None) -> DataFra
     return df
 
 
-def event_counts(df: DataFrame, keys: tuple[str, ...], lo: datetime, hi: datetime) -> dict[str, int]:
-    """One pass over what was read: rows, null timestamps, in-range rows, in-range null keys."""
+COUNTS = ("rows_read", "null_timestamp", "unparseable_timestamp", "in_range", "timestamp_in_future", "null_key")
+
+
+def event_counts(
+    df: DataFrame, column: str, keys: tuple[str, ...], lo: datetime, hi: datetime, now: datetime
+) -> dict[str, int]:
+    """One pass over what was read: rows, null and unparseable timestamps (`column` is the source's),
+    in-range rows, and of those the ones after `now` and (the others) with a null key."""
     in_rng = (F.col(TS) >= F.lit(lo)) & (F.col(TS) < F.lit(hi))
+    future = in_rng & (F.col(TS) > F.lit(now))
     null_key = F.lit(False)
     for k in keys:
         null_key = null_key | F.col(f"`{k}`").isNull()
     row = df.agg(
         F.count(F.lit(1)).alias("rows_read"),
-        F.sum(F.when(F.col(TS).isNull(), 1).otherwise(0)).alias("null_timestamp"),
+        F.sum(F.when(F.col(f"`{column}`").isNull(), 1).otherwise(0)).alias("null_timestamp"),
+        F.sum(F.when(unparseable_time(column), 1).otherwise(0)).alias("unparseable_timestamp"),
         F.sum(F.when(in_rng, 1).otherwise(0)).alias("in_range"),
-        F.sum(F.when(in_rng & null_key, 1).otherwise(0)).alias("null_key"),
+        F.sum(F.when(future, 1).otherwise(0)).alias("timestamp_in_future"),
+        F.sum(F.when(in_rng & ~future & null_key, 1).otherwise(0)).alias("null_key"),
     ).collect()[0]
-    return {k: int(row[k] or 0) for k in ("rows_read", "null_timestamp", "in_range", "null_key")}
+    return {k: int(row[k] or 0) for k in COUNTS}
 
 
 def clean_events(
-    df: DataFrame, keys: tuple[str, ...], dedupe_key: tuple[str, ...], lo: datetime | None, hi: datetime | None
+    df: DataFrame,
+    keys: tuple[str, ...],
+    dedupe_key: tuple[str, ...],
+    lo: datetime | None,
+    hi: datetime | None,
+    now: datetime,
 ) -> DataFrame:
-    """Events in [lo, hi) with every key and the timestamp set, one row per dedupe key."""
-    df = in_range(df.filter(F.col(TS).isNotNull()), lo, hi)
+    """Events in [lo, hi) and not after `now`, with every key set, one row per dedupe key."""
+    df = in_range(df.filter(F.col(TS).isNotNull() & (F.col(TS) <= F.lit(now))), lo, hi)
     for k in keys:
         df = df.filter(F.col(f"`{k}`").isNotNull())
     return dedupe(df, dedupe_key) if dedupe_key else df
