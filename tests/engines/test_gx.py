@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import subprocess
 import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -362,37 +359,3 @@ def test_validation_time_on_100k_rows_file_backed(spark, tmp_path):
     assert report.results[0].observed == f"0 unexpected of {n} rows"
     print(f"\nvalidated {n} rows x {len(report.results)} expectations in {report.seconds:.2f}s")
     assert report.seconds < 120
-
-
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="no chromium/chrome for a headless screenshot")
-def test_report_renders_headless(spark, tmp_path):
-    rows = _rows()
-    rows[1].update(clicked=2)
-    report = validate_dataframe(
-        _df(spark, rows), _suite(), suite_name="shot", report_dir=tmp_path / "r"
-    )
-    shot = tmp_path / "page.png"
-    subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--screenshot={shot}",
-            "--window-size=1280,2000",
-            report.page_path.as_uri(),
-        ],
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    assert shot.is_file() and shot.stat().st_size > 10_000
