@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=_date, required=True)
     p.add_argument("--end", type=_date, required=True)
     p.add_argument("--feature-set", action="append", default=[], help="only this feature set (repeatable)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="after a definition change: the table becomes exactly this run's range")
 
     p = sub.add_parser("snapshot", parents=[common], help="every key's feature values as of a time")
     p.add_argument("--as-of", type=_timestamp, required=True)
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=_date, required=True)
     p.add_argument("--label-cutoff", type=_timestamp, default=None)
     p.add_argument("--explain", action="store_true", help="print the physical plan of the final joins")
+    p.add_argument("--rebuild", action="store_true",
+                   help="after a definition change: the table becomes exactly this run's dates")
 
     p = sub.add_parser("validate", parents=[common], help="Great Expectations on an output table")
     p.add_argument("table", help="e.g. training/engagement, blocks/user_activity, snapshots/user_activity")
@@ -139,7 +143,7 @@ def _job(args: argparse.Namespace, defs) -> tuple[Body, dict]:  # type: ignore[n
         if args.end <= args.start:
             raise InputDataError(f"--end {args.end} must be after --start {args.start}")
         names = _feature_sets(defs, args.feature_set)
-        return backfill.run, {"start": args.start, "end": args.end, "names": names}
+        return backfill.run, {"start": args.start, "end": args.end, "names": names, "rebuild": args.rebuild}
     if args.command == "snapshot":
         from spark_jobs.jobs import snapshot
 
@@ -158,6 +162,7 @@ def _job(args: argparse.Namespace, defs) -> tuple[Body, dict]:  # type: ignore[n
             "end": args.end,
             "label_cutoff": args.label_cutoff,
             "explain": args.explain,
+            "rebuild": args.rebuild,
         }
     if args.command == "validate":
         from spark_jobs.jobs import validate

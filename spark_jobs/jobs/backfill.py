@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame
 
 from spark_jobs.defs.models import Definitions, FeatureSet
 from spark_jobs.engine.session import Engine
+from spark_jobs.errors import InputDataError
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import block_suite
 from spark_jobs.storage.manifest import Run
@@ -69,14 +70,19 @@ def _epoch(d: date) -> int:
     return int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp())
 
 
-def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, start: date, end: date, names: list[str]) -> None:
+def run(
+    engine: Engine, wh: Warehouse, defs: Definitions, run: Run, start: date, end: date, names: list[str],
+    rebuild: bool = False,
+) -> None:
     for name in names:
-        backfill_feature_set(engine, wh, defs, run, defs.feature_sets[name], start, end)
+        backfill_feature_set(engine, wh, defs, run, defs.feature_sets[name], start, end, rebuild)
 
 
 def backfill_feature_set(
-    engine: Engine, wh: Warehouse, defs: Definitions, run: Run, fs: FeatureSet, start: date, end: date
+    engine: Engine, wh: Warehouse, defs: Definitions, run: Run, fs: FeatureSet, start: date, end: date,
+    rebuild: bool = False,
 ) -> None:
+    """Blocks of `fs` for [start - lateness, end); `rebuild` replaces the whole table with them."""
     table = table_name(fs.name)
     lo = _epoch(start) - fs.lateness.seconds
     hi = _epoch(end)
@@ -97,7 +103,7 @@ def backfill_feature_set(
                 finer = stage(
                     engine.spark,
                     run.dir / "staged" / table / str(level.size),
-                    roll_up(_finer_for(wh, table, finer, prev, level), fs, level.size),
+                    roll_up(_finer_for(wh, table, finer, prev, level, rebuild), fs, level.size),
                 )
                 staged.append(finer)
         aggregated = int(staged[0].agg({EVENT_COUNT: "sum"}).collect()[0][0] or 0)
@@ -110,7 +116,7 @@ def backfill_feature_set(
             run, table, new_blocks, block_suite(list(fs.key), [EVENT_COUNT]), engine=engine.name
         )
         with run.step(f"{fs.name}: publish {table}"):
-            result = gate.publish(run, report, lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY))
+            result = gate.publish(run, report, lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY, rebuild=rebuild))
         gate.discard_staged(run)
 
     dups = counts["in_range"] - counts["timestamp_in_future"] - counts["null_key"] - aggregated
@@ -143,10 +149,18 @@ def backfill_feature_set(
     )
 
 
-def _finer_for(wh: Warehouse, table: str, fresh: DataFrame, prev: LevelRange, level: LevelRange) -> DataFrame:
+def _finer_for(
+    wh: Warehouse, table: str, fresh: DataFrame, prev: LevelRange, level: LevelRange, rebuild: bool = False
+) -> DataFrame:
     """Finer blocks covering `level`'s range: the fresh ones, plus stored ones at its widened edges."""
     if (level.lo, level.hi) == (prev.lo, prev.hi) or not wh.exists(table):
         return fresh
+    if rebuild:  # the stored blocks come from the old definition: they cannot fill the edges
+        raise InputDataError(
+            f"--rebuild of {table}: the range must start and end on {level.size}s block edges "
+            f"(a {level.size}s block would mix rebuilt and old blocks); widen --start/--end"
+        )
+    wh.check_schema(table, fresh)
     edges = (
         f"block_size = {prev.size} AND block_start >= TIMESTAMP'{_ts(level.lo):%Y-%m-%d %H:%M:%S}' "
         f"AND block_start < TIMESTAMP'{_ts(level.hi):%Y-%m-%d %H:%M:%S}' "

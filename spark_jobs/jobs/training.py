@@ -58,6 +58,7 @@ def run(
     end: date,
     label_cutoff: datetime | None = None,
     explain: bool = False,
+    rebuild: bool = False,
 ) -> None:
     if label_cutoff is not None and label_cutoff > run.clock:
         raise InputDataError(
@@ -182,7 +183,7 @@ def _build(
         report = gate.audit(run, table, staged, expectations, engine=engine.name)
         predicate = f"{DATE} >= DATE'{start}' AND {DATE} < DATE'{end}'"
         with run.step(f"{name}: publish {table}"):
-            result = gate.publish(run, report, lambda: wh.replace_range(table, staged, predicate, [DATE]))
+            result = gate.publish(run, report, lambda: wh.replace_range(table, staged, predicate, [DATE], rebuild=rebuild))
     finally:
         joins.drop_bucketed(engine, run)
     gate.discard_staged(run)

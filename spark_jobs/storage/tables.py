@@ -116,18 +116,24 @@ class Warehouse:
         return df.select(*schema.fieldNames())
 
     # -- writes ------------------------------------------------------------------------------
-    def replace_range(self, table: str, df: DataFrame, predicate: str, partition_by: list[str]) -> WriteResult:
+    def replace_range(
+        self, table: str, df: DataFrame, predicate: str, partition_by: list[str], *, rebuild: bool = False
+    ) -> WriteResult:
         """Make the rows of `table` matching `predicate` exactly the rows of `df` matching it.
 
         Rows outside the predicate are untouched; `df` rows outside it are not written. The
-        predicate must only use NOT NULL columns (see module docstring).
+        predicate must only use NOT NULL columns (see module docstring). With `rebuild` the
+        table becomes exactly these rows, in their schema (after a definition change); older
+        versions stay readable.
         """
         data = _one_file_per_partition(df.filter(predicate), partition_by)
+        if rebuild:
+            return self.overwrite(table, data, partition_by)
         with self.lock(table):
             if self.format == "delta":
 
                 def commit() -> None:  # re-checks the table on each attempt: it may have appeared
-                    self._check_schema(table, data)
+                    self.check_schema(table, data)
                     writer = data.write.format("delta").mode("overwrite").partitionBy(*partition_by)
                     if self.version(table) is not None:
                         writer = writer.option("replaceWhere", predicate)
@@ -137,7 +143,7 @@ class Warehouse:
             else:
                 kept = None
                 if self.version(table) is not None:
-                    self._check_schema(table, data)
+                    self.check_schema(table, data)
                     kept = self.read(table).filter(f"NOT coalesce(({predicate}), false)")
                 self._parquet_commit(table, data if kept is None else kept.unionByName(data), partition_by)
             version = self.version(table)
@@ -161,7 +167,8 @@ class Warehouse:
         """Exclusive write access to `table` (re-entrant in this process)."""
         return table_lock(self.root / "_locks", table, timeout_s=self.lock_timeout_s, on_wait=on_wait)
 
-    def _check_schema(self, table: str, data: DataFrame) -> None:
+    def check_schema(self, table: str, data: DataFrame) -> None:
+        """`data` has the columns of `table` (if it exists); else the definition changed: say how to rebuild."""
         if self.version(table) is None:
             return
         have = self.read(table).schema
@@ -173,7 +180,8 @@ class Warehouse:
             removed = sorted(set(have_cols) - set(want_cols))
             raise InputDataError(
                 f"table {table} was built from another definition (columns added: {added or 'none'}, "
-                f"removed: {removed or 'none'}); its history would mix both. Rebuild it with --rebuild."
+                f"removed: {removed or 'none'}); its history would mix both. Rebuild it: re-run this command over "
+                "the whole history with --rebuild (the table then holds only that range)."
             )
 
     def _parquet_entry(self, table: str, version: int | None) -> dict:
