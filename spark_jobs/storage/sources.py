@@ -171,11 +171,15 @@ def reading(stats: dict[str, InputStats]) -> Iterator[None]:
 
 
 def _read_failure(exc: Exception, stats: dict[str, InputStats]) -> str | None:
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
     text = str(exc)
-    said = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
-    if not isinstance(exc, PySparkException) or not _READ_FAILURE.search(text):
+    # The engine's one-line reason (a raw Py4JJavaError starts with "An error occurred while calling").
+    lines = [line.strip().lstrip(": ") for line in text.splitlines() if line.strip() and not line.startswith("\t")]
+    lines = [line for line in lines if not line.startswith("An error occurred while calling")]
+    said = (lines[0] if lines else type(exc).__name__)[:300]
+    if not isinstance(exc, (PySparkException, Py4JJavaError)) or not _READ_FAILURE.search(text):
         return None
     for st in stats.values():
         for path in st.paths:
