@@ -67,7 +67,7 @@ def run(
         )
     stats: dict[str, InputStats] = {}
     with reading(stats):  # an engine failure on a source's file names the source and file
-        _build(engine, wh, defs, run, name, start, end, label_cutoff, explain, stats)
+        _build(engine, wh, defs, run, name, start, end, label_cutoff, explain, rebuild, stats)
 
 
 def _build(
@@ -80,6 +80,7 @@ def _build(
     end: date,
     label_cutoff: datetime | None,
     explain: bool,
+    rebuild: bool,
     stats: dict[str, InputStats],
 ) -> None:
     ts_def = defs.training_sets[name]
