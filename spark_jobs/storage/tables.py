@@ -62,7 +62,7 @@ COMMIT_ATTEMPTS = 3
 
 
 class WriteConflict(TableBusy):
-    """A Delta commit kept conflicting with a writer that does not take tilewise's table lock."""
+    """A commit conflicted with a writer that does not take tilewise's table lock (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,10 @@ class Warehouse:
             os.link(tmp, log / f"{version:08d}.json")
         except FileExistsError:
             shutil.rmtree(path / data_dir, ignore_errors=True)
-            raise InputDataError(f"table {table}: version {version} was committed by another writer") from None
+            raise WriteConflict(
+                f"table {table}: version {version} was committed by another writer that did not take "
+                "tilewise's lock; nothing of this run was published. Re-run when it is done."
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -292,3 +292,32 @@ def test_parquet_kill_9_between_data_files_and_log_entry_leaves_an_invisible_orp
     import json
 
     assert json.loads((log / "00000001.json").read_text())["data"] != orphan.name
+
+
+def test_parquet_commit_racing_a_writer_without_the_lock_fails_with_write_conflict(
+    spark_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+
+    from spark_jobs.storage import tables
+    from spark_jobs.storage.tables import Warehouse, WriteConflict
+
+    spark_engine.activate()
+    wh = Warehouse(spark_engine.spark, tmp_path / "wh", "parquet", lock_timeout_s=10)
+    wh.replace_range("training/t", _three_days(spark_engine.spark, 1), PRED, ["day"])
+    log = wh.path("training/t") / "_tilewise_log"
+    real_link = os.link
+
+    def rival_commits_first(src, dst):  # type: ignore[no-untyped-def]
+        # A writer that bypassed the lock commits version 1 (re-publishing v0's data) just before us.
+        Path(dst).write_text(json.dumps({**json.loads((log / "00000000.json").read_text()), "version": 1}))
+        real_link(src, dst)
+
+    monkeypatch.setattr(tables.os, "link", rival_commits_first)
+    with pytest.raises(WriteConflict, match="committed by another writer") as info:
+        wh.replace_range("training/t", _three_days(spark_engine.spark, 2), PRED, ["day"])
+    assert info.value.exit_code == 1
+    assert not list(wh.path("training/t").glob("v00000001-*")), "our data folder is removed"
+    assert wh.version("training/t") == 1
+    assert {r["v"] for r in wh.read("training/t").collect()} == {1}, "the rival's version is the table"
