@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame
 
+from spark_jobs.defs.lineage import block_lineage
 from spark_jobs.defs.models import Definitions, FeatureSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError
@@ -89,6 +90,9 @@ def backfill_feature_set(
     levels = plan_levels(fs, lo, hi)
     src = defs.sources[fs.source]
     stats: dict[str, InputStats] = {}
+    lineage = block_lineage(defs, fs.name)
+    if not rebuild:
+        wh.check_lineage(table, lineage)  # before any work; checked again when writing
     with wh.lock(table, on_wait=run.say), reading(stats):
         with run.step(f"{fs.name}: read {fs.source} {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
             raw = read_source(engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats)
@@ -116,7 +120,7 @@ def backfill_feature_set(
             run, table, new_blocks, block_suite(list(fs.key), [EVENT_COUNT]), engine=engine.name
         )
         with run.step(f"{fs.name}: publish {table}"):
-            result = gate.publish(run, report, lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY, rebuild=rebuild))
+            result = gate.publish(run, report, lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY, rebuild=rebuild, lineage=lineage))
         gate.discard_staged(run)
 
     dups = counts["in_range"] - counts["timestamp_in_future"] - counts["null_key"] - aggregated

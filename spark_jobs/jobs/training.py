@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
-from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spark_jobs.defs.lineage import training_lineage
 from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError
@@ -87,6 +87,9 @@ def _build(
     spark = engine.spark
     lo, hi = _midnight(start), _midnight(end)
     src = defs.sources[ts_def.impressions]
+    lineage = training_lineage(defs, name)
+    if not rebuild:
+        wh.check_lineage(table_name(name), lineage)  # before any work; checked again when writing
 
     with run.step(f"{name}: impressions {start} .. {end}"):
         raw = with_event_time(read_source(spark, defs, ts_def.impressions, TimeRange(lo, hi), stats), src.timestamp, src.name)
@@ -184,7 +187,7 @@ def _build(
         report = gate.audit(run, table, staged, expectations, engine=engine.name)
         predicate = f"{DATE} >= DATE'{start}' AND {DATE} < DATE'{end}'"
         with run.step(f"{name}: publish {table}"):
-            result = gate.publish(run, report, lambda: wh.replace_range(table, staged, predicate, [DATE], rebuild=rebuild))
+            result = gate.publish(run, report, lambda: wh.replace_range(table, staged, predicate, [DATE], rebuild=rebuild, lineage=lineage))
     finally:
         joins.drop_bucketed(engine, run)
     gate.discard_staged(run)

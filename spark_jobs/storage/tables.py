@@ -35,12 +35,19 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
+from spark_jobs.defs.lineage import Lineage, changes, fingerprint
 from spark_jobs.errors import InputDataError
 from spark_jobs.storage.locks import TableBusy, table_lock
 
 log = logging.getLogger(__name__)
 
 _LOG = "_tilewise_log"
+# Beside the data; Delta ignores (and VACUUM keeps) files whose names start with "_".
+LINEAGE_FILE = "_tilewise_lineage.json"
+REBUILD_HINT = (
+    "Its rows would mix both definitions. Rebuild it: re-run this command over the whole history with "
+    "--rebuild (the table then holds only that range; older versions stay readable)."
+)
 
 # Delta's commit-conflict exceptions (`delta.exceptions`). Matched by name, so this module needs
 # no Delta import: with `delta.exceptions` imported they arrive as these Python classes, without
@@ -117,19 +124,31 @@ class Warehouse:
 
     # -- writes ------------------------------------------------------------------------------
     def replace_range(
-        self, table: str, df: DataFrame, predicate: str, partition_by: list[str], *, rebuild: bool = False
+        self,
+        table: str,
+        df: DataFrame,
+        predicate: str,
+        partition_by: list[str],
+        *,
+        rebuild: bool = False,
+        lineage: Lineage | None = None,
     ) -> WriteResult:
         """Make the rows of `table` matching `predicate` exactly the rows of `df` matching it.
 
         Rows outside the predicate are untouched; `df` rows outside it are not written. The
         predicate must only use NOT NULL columns (see module docstring). With `rebuild` the
         table becomes exactly these rows, in their schema (after a definition change); older
-        versions stay readable.
+        versions stay readable. `lineage` is what the rows were built from (`defs.lineage`):
+        the table records it, and refuses rows of another lineage unless rebuilt.
         """
         data = _one_file_per_partition(df.filter(predicate), partition_by)
         if rebuild:
-            return self.overwrite(table, data, partition_by)
+            with self.lock(table):
+                result = self.overwrite(table, data, partition_by)
+                self._record_lineage(table, lineage)
+            return result
         with self.lock(table):
+            self.check_lineage(table, lineage)
             if self.format == "delta":
 
                 def commit() -> None:  # re-checks the table on each attempt: it may have appeared
@@ -146,6 +165,7 @@ class Warehouse:
                     self.check_schema(table, data)
                     kept = self.read(table).filter(f"NOT coalesce(({predicate}), false)")
                 self._parquet_commit(table, data if kept is None else kept.unionByName(data), partition_by)
+            self._record_lineage(table, lineage)
             version = self.version(table)
         assert version is not None
         return WriteResult(table, version)
@@ -167,6 +187,34 @@ class Warehouse:
         """Exclusive write access to `table` (re-entrant in this process)."""
         return table_lock(self.root / "_locks", table, timeout_s=self.lock_timeout_s, on_wait=on_wait)
 
+    def check_lineage(self, table: str, lineage: Lineage | None) -> None:
+        """Refuse to add rows built from another definition than the table's (see `defs.lineage`)."""
+        stored = self._stored_lineage(table) if lineage is not None and self.version(table) is not None else None
+        if stored is None:  # a new table, or one written before lineage was recorded (adopted on write)
+            return
+        if fingerprint(stored) != fingerprint(lineage):  # type: ignore[arg-type]
+            diff = changes(stored, lineage)  # type: ignore[arg-type]
+            shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+            raise InputDataError(f"table {table} was built from another definition ({shown}). {REBUILD_HINT}")
+
+    def _stored_lineage(self, table: str) -> Lineage | None:
+        try:
+            return json.loads((self.path(table) / LINEAGE_FILE).read_text())["lineage"]
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError) as exc:
+            raise InputDataError(f"table {table}: unreadable {LINEAGE_FILE} ({exc}); rebuild the table") from None
+
+    def _record_lineage(self, table: str, lineage: Lineage | None) -> None:
+        # Written after the commit: a crash in between leaves the old lineage, and the next run
+        # is refused (asks for --rebuild) rather than mixing definitions.
+        if lineage is None:
+            return
+        path = self.path(table) / LINEAGE_FILE
+        tmp = path.with_name(f".{LINEAGE_FILE}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint(lineage), "lineage": lineage}, indent=1, sort_keys=True))
+        tmp.replace(path)
+
     def check_schema(self, table: str, data: DataFrame) -> None:
         """`data` has the columns of `table` (if it exists); else the definition changed: say how to rebuild."""
         if self.version(table) is None:
@@ -180,8 +228,7 @@ class Warehouse:
             removed = sorted(set(have_cols) - set(want_cols))
             raise InputDataError(
                 f"table {table} was built from another definition (columns added: {added or 'none'}, "
-                f"removed: {removed or 'none'}); its history would mix both. Rebuild it: re-run this command over "
-                "the whole history with --rebuild (the table then holds only that range)."
+                f"removed: {removed or 'none'}). {REBUILD_HINT}"
             )
 
     def _parquet_entry(self, table: str, version: int | None) -> dict:
