@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -87,24 +87,35 @@ def tilewise(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.Com
 
 
 def table_content(warehouse: Path, table: str) -> list[str]:
-    """Every row of the table's latest version as sorted text (Delta, or tilewise's Parquet log)."""
-    import pandas as pd
+    """Every row of the table's latest version as sorted text (Delta, or tilewise's Parquet log).
 
+    Read with pyarrow (pandas turns nested timestamps into integers) and normalised, so the same
+    rows written by Sail (Delta) and by classic Spark (Parquet) give the same text.
+    """
     path = warehouse / table
     log = sorted((path / "_tilewise_log").glob("*.json"))
     if log:
-        df = pd.read_parquet(path / json.loads(log[-1].read_text())["data"])
+        data = pq.read_table(path / json.loads(log[-1].read_text())["data"])
     else:
         from deltalake import DeltaTable
 
-        df = DeltaTable(str(path)).to_pandas()
-    df = df[sorted(df.columns)]
-    for c in df.columns:  # same instants either way; only the writers' tz annotation differs
-        if isinstance(df[c].dtype, pd.DatetimeTZDtype):
-            df[c] = df[c].dt.tz_convert(None)
-        if str(df[c].dtype).startswith("datetime64"):
-            df[c] = df[c].astype("datetime64[us]")
-    return sorted(map(repr, df.astype(str).itertuples(index=False)))
+        data = DeltaTable(str(path)).to_pyarrow_table()
+    columns = sorted(data.column_names)
+    rows = data.select(columns).to_pylist()
+    return sorted(repr(tuple(str(_plain(row[c])) for c in columns)) for row in rows)
+
+
+def _plain(value: Any) -> Any:
+    """Nested values as plain lists and dicts, timestamps as naive UTC datetimes."""
+    if isinstance(value, datetime):  # pandas.Timestamp too
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return datetime.fromisoformat(value.isoformat())
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def manifests(warehouse: Path, command: str) -> list[dict[str, Any]]:
