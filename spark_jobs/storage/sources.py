@@ -41,7 +41,8 @@ class InputStats:
     files_total: int | None = None
     files_read: int | None = None
     bytes_read: int | None = None
-    paths: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # the local Parquet files handed to the engine
+    root: str | None = None  # the source's path
 
     def as_dict(self) -> dict:
         return {
@@ -82,23 +83,21 @@ def _read_files(
 ) -> DataFrame:
     assert src.path is not None
     path = src.path
-    st = stats.setdefault(src.name, InputStats(src.name))
+    st = stats.setdefault(src.name, InputStats(src.name, root=path))
     local = "://" not in path
     if local and not Path(path).exists():
         raise InputDataError(f"source {src.name} ({src.file}): path {path} does not exist")
     if src.format == "delta":
         return spark.read.format("delta").load(path)
     if src.format == "parquet" and local:
-        footers = _footers(src)
-        chosen = [f for f, meta in footers.items() if _may_overlap(meta, src.timestamp, rng)]
-        check_schemas(src, footers, chosen, columns_used(defs, src.name))
-        st.files_total = (st.files_total or 0) + len(footers)
+        files, chosen = select_files(defs, src.name, rng)
+        st.files_total = (st.files_total or 0) + len(files)
         st.files_read = (st.files_read or 0) + len(chosen)
         st.bytes_read = (st.bytes_read or 0) + sum(f.stat().st_size for f in chosen)
         st.paths.extend(str(f) for f in chosen if str(f) not in st.paths)
         if not chosen:
             # Keep the schema: read one file and keep no rows.
-            return spark.read.parquet(str(next(iter(footers)))).limit(0)
+            return spark.read.parquet(str(files[0])).limit(0)
         return spark.read.parquet(*[str(f) for f in chosen])
     reader = spark.read.format(src.format)
     if src.format == "csv":
@@ -190,11 +189,11 @@ def _read_failure(exc: Exception, stats: dict[str, InputStats]) -> str | None:
             problem = _unreadable(Path(path))
             if problem:
                 return f"source {st.source}: file {path}: {problem} (the engine said: {said})"
-    # Every local file reads back fine: blame only sources whose files could not be checked.
-    unchecked = sorted(st.source for st in stats.values() if st.files_total is None)
-    if not unchecked:
-        return None
-    return f"source {', '.join(unchecked)}: the engine failed reading its data: {said}"
+    # Other formats (Delta, CSV, JSON) cannot be checked here: trust the engine's message.
+    for st in stats.values():
+        if not st.paths and st.root and st.root in text:
+            return f"source {st.source}: the engine cannot read its data under {st.root}: {said}"
+    return None
 
 
 def _unreadable(file: Path) -> str | None:
@@ -217,6 +216,19 @@ def _parquet_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     return sorted(p for p in root.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.parts))
+
+
+def select_files(defs: Definitions, name: str, rng: TimeRange) -> tuple[list[Path], list[Path]]:
+    """(every data file of local Parquet source `name`, those that may hold events in `rng`).
+
+    Each file read is checked first: a readable footer, every column the definitions use, and
+    the same type per column as the source's other files.
+    """
+    src = defs.sources[name]
+    footers = _footers(src)
+    chosen = [f for f, meta in footers.items() if _may_overlap(meta, src.timestamp, rng)]
+    _check_schemas(src, footers, chosen, columns_used(defs, name))
+    return list(footers), chosen
 
 
 def _footers(src: Source) -> dict[Path, pq.FileMetaData]:
@@ -282,7 +294,7 @@ def columns_used(defs: Definitions, name: str) -> tuple[frozenset[str], frozense
     return frozenset(named), frozenset(words)
 
 
-def check_schemas(
+def _check_schemas(
     src: Source, footers: dict[Path, pq.FileMetaData], chosen: list[Path], used: tuple[frozenset[str], frozenset[str]]
 ) -> None:
     """Every file read has each column the definitions use, and every column one type in all files.
