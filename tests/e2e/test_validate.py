@@ -9,15 +9,12 @@ import html
 import re
 import shutil
 import subprocess
-from datetime import date, datetime
 from pathlib import Path
 
 import pytest
 
-from spark_jobs.jobs import backfill, snapshot, training
-from spark_jobs.storage.tables import Warehouse
-from tests.engines.test_point_in_time import DEFS, make_data
-from tests.helpers import EVENTS, IMPRESSIONS, LABELS, load, manifests, run_job, table_content, tilewise, write_defs, write_parquet
+from tests.engines.test_point_in_time import DEFS, publish_tables
+from tests.helpers import manifests, table_content, tilewise, write_defs
 
 STRICT = DEFS + """
     validation:
@@ -29,18 +26,7 @@ STRICT = DEFS + """
 @pytest.fixture(scope="module")
 def tables(sail_engine, tmp_path_factory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("validate")
-    events, imps, labels = make_data()
-    data = root / "data"
-    write_parquet(data / "events" / "a.parquet", events, EVENTS)
-    write_parquet(data / "impressions" / "i.parquet", imps, IMPRESSIONS)
-    write_parquet(data / "labels" / "l.parquet", labels, LABELS)
-    defs_dir = write_defs(root, DEFS)
-    defs = load(defs_dir, data)
-    wh = Warehouse(sail_engine.spark, root / "warehouse", sail_engine.table_format, lock_timeout_s=30)
-    sail_engine.activate()
-    run_job(sail_engine, wh, defs, "backfill", backfill.run, start=date(2026, 3, 2), end=date(2026, 3, 4), names=["acts"])
-    run_job(sail_engine, wh, defs, "snapshot", snapshot.run, as_of=datetime(2026, 3, 3, 12), names=["acts"])
-    run_job(sail_engine, wh, defs, "training-set", training.run, name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5))
+    wh, _, defs_dir, data = publish_tables(sail_engine, root)
     common = ["--defs", str(defs_dir), "--set", f"warehouse={wh.root}", "--set", f"data_root={data}"]
     return root, wh.root, common
 

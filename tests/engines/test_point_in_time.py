@@ -13,6 +13,7 @@ import math
 import random
 import json
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from chispa import assert_approx_df_equality
@@ -108,6 +109,26 @@ def make_data(seed: int = 11):
             labels.append({"impression_id": imp["impression_id"], "ts": imp["ts"] + timedelta(minutes=5), "action": "save"})
     labels.append({"impression_id": "late", "ts": DAY0 + timedelta(days=5), "action": "click"})  # data end: all mature
     return events, imps, labels
+
+
+def publish_tables(engine, root: Path):  # type: ignore[no-untyped-def]
+    """This data's blocks, a snapshot and a training set, each published once (version 0)."""
+    from spark_jobs.jobs import snapshot
+    from spark_jobs.storage.tables import Warehouse
+
+    events, imps, labels = make_data()
+    data = root / "data"
+    write_parquet(data / "events" / "a.parquet", events, EVENTS)
+    write_parquet(data / "impressions" / "i.parquet", imps, IMPRESSIONS)
+    write_parquet(data / "labels" / "l.parquet", labels, LABELS)
+    defs_dir = write_defs(root, DEFS)
+    defs = load(defs_dir, data)
+    wh = Warehouse(engine.spark, root / "warehouse", engine.table_format, lock_timeout_s=30)
+    engine.activate()
+    run_job(engine, wh, defs, "backfill", backfill.run, start=date(2026, 3, 2), end=date(2026, 3, 4), names=["acts"])
+    run_job(engine, wh, defs, "snapshot", snapshot.run, as_of=datetime(2026, 3, 3, 12), names=["acts"])
+    run_job(engine, wh, defs, "training-set", training.run, name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5))
+    return wh, defs, defs_dir, data
 
 
 def reference(events, imps, labels):

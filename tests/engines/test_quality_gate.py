@@ -21,8 +21,8 @@ from pyspark.sql import functions as F
 from spark_jobs.errors import ValidationFailed
 from spark_jobs.jobs import backfill, snapshot, training
 from spark_jobs.storage.tables import Warehouse
-from tests.engines.test_point_in_time import DEFS, make_data
-from tests.helpers import EVENTS, IMPRESSIONS, LABELS, load, run_job, write_defs, write_parquet
+from tests.engines.test_point_in_time import DEFS, publish_tables
+from tests.helpers import load, run_job, write_defs
 
 Mutation = Callable[[DataFrame], DataFrame]
 USER_VALIDATION = """
@@ -70,17 +70,7 @@ BLOCK_FAULTS: dict[str, tuple[Mutation, str]] = {
 def published(sail_engine, tmp_path_factory):  # type: ignore[no-untyped-def]
     """Blocks, a snapshot and a training set published once (version 0 each) on Sail."""
     root = tmp_path_factory.mktemp("gate")
-    events, imps, labels = make_data()
-    data = root / "data"
-    write_parquet(data / "events" / "a.parquet", events, EVENTS)
-    write_parquet(data / "impressions" / "i.parquet", imps, IMPRESSIONS)
-    write_parquet(data / "labels" / "l.parquet", labels, LABELS)
-    defs = load(write_defs(root, DEFS), data)
-    wh = Warehouse(sail_engine.spark, root / "warehouse", sail_engine.table_format, lock_timeout_s=30)
-    sail_engine.activate()
-    run_job(sail_engine, wh, defs, "backfill", backfill.run, start=date(2026, 3, 2), end=date(2026, 3, 4), names=["acts"])
-    run_job(sail_engine, wh, defs, "snapshot", snapshot.run, as_of=datetime(2026, 3, 3, 12), names=["acts"])
-    run_job(sail_engine, wh, defs, "training-set", training.run, name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5))
+    wh, defs, _, _ = publish_tables(sail_engine, root)
     return sail_engine, wh, defs, root
 
 
