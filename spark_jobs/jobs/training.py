@@ -34,7 +34,7 @@ from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
 from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time, with_event_time
-from spark_jobs.transforms.pit import END, T_FLOOR, assemble, cutoff_column, fill_empty, with_window_bounds
+from spark_jobs.transforms.pit import cutoff_column, fill_empty, lookup
 
 ID = "impression_id"
 DATE = "impression_date"
@@ -158,15 +158,8 @@ def _build(
                 ID, TS, *([WATERMARK] if watermark else []),
                 *[F.col(quote(ts_def.impression_column(k))).alias(k) for k in fs.key],
             )
-            req = with_window_bounds(req, fs, TS, watermark)
-            requests = req.select(*[quote(k) for k in fs.key], T_FLOOR, END).distinct()
-            values = assemble(requests, wh.read(table, version=version), fs, refs)
-            per_imp = req.join(values, on=[*fs.key, T_FLOOR, END], how="left").select(
-                ID,
-                F.expr(f"timestamp_seconds({END})").alias(cutoff_column(fs_name)),
-                *[quote(r.column) for r in refs],
-            )
-            frames[fs_name] = per_imp
+            blocks = wh.read(table, version=version)
+            frames[fs_name] = lookup(req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark)
 
     try:
         with run.step(f"{name}: join {len(frames)} frames on {ID}"):

@@ -16,20 +16,32 @@ BUCKETS = 8
 
 
 def join_on_id(
-    engine: Engine, run: Run, base: DataFrame, frames: dict[str, DataFrame], key: str, *, explain: bool = False
+    engine: Engine,
+    run: Run,
+    base: DataFrame,
+    frames: dict[str, DataFrame],
+    key: str,
+    *,
+    explain: bool = False,
+    bucketing: bool | None = None,
 ) -> DataFrame:
-    if engine.supports_bucketing:
+    """`base` left-joined with every frame on `key`; bucketed where the engine can (or `bucketing`).
+
+    `bucketing=False` forces plain shuffle joins, which is what `tilewise bench` compares against.
+    """
+    use_buckets = engine.supports_bucketing if bucketing is None else bucketing and engine.supports_bucketing
+    if use_buckets:
         prefix = "tw_" + run.run_id.replace("-", "_").lower()
         base = bucketed(engine, base, f"{prefix}_impressions", key)
         frames = {name: bucketed(engine, df, f"{prefix}_{name}", key) for name, df in frames.items()}
     out = base
-    if engine.supports_bucketing:
+    if use_buckets:
         # Small frames would otherwise be broadcast (a BroadcastExchange) instead of joined in buckets.
         engine.spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
     for df in frames.values():
         out = out.join(df, on=key, how="left")
     if explain:
-        print(f"== physical plan of the final joins ({'bucketed' if engine.supports_bucketing else 'hash'}) ==")
+        print(f"== physical plan of the final joins ({'bucketed' if use_buckets else 'hash'}) ==")
         out.explain(mode="formatted")
     return out
 

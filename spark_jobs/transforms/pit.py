@@ -42,6 +42,32 @@ def cutoff_column(fs_name: str) -> str:
     return f"{fs_name}_cutoff"
 
 
+def lookup(
+    impressions: DataFrame,
+    blocks: DataFrame,
+    fs: FeatureSet,
+    refs: Sequence[FeatureRef],
+    *,
+    id_column: str,
+    ts: str,
+    watermark: str | None,
+) -> DataFrame:
+    """Point-in-time values per impression: `id_column`, `{fs}_cutoff` and one column per ref.
+
+    `impressions` holds `id_column`, `ts`, the optional `watermark` and the feature set's key
+    columns under their own names. Impressions that share (key, floor_g(t), end) are assembled
+    once. Empty windows are NULL here; callers apply `fill_empty`.
+    """
+    req = with_window_bounds(impressions, fs, ts, watermark)
+    requests = req.select(*[quote(k) for k in fs.key], T_FLOOR, END).distinct()
+    values = assemble(requests, blocks, fs, refs)
+    return req.join(values, on=[*fs.key, T_FLOOR, END], how="left").select(
+        quote(id_column),
+        F.expr(f"timestamp_seconds({END})").alias(cutoff_column(fs.name)),
+        *[quote(r.column) for r in refs],
+    )
+
+
 def assemble(requests: DataFrame, blocks: DataFrame, fs: FeatureSet, refs: Sequence[FeatureRef]) -> DataFrame:
     """Feature values for distinct requests (keys, `_tw_tfloor`, `_tw_end`).
 
