@@ -84,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--events-per-day", type=int, default=200_000)
     p.add_argument("--data-root", default=None, help="where to write the sample data (default: profile data_root)")
+
+    p = sub.add_parser("bench", parents=[common], help="benchmarks: nightly cost, point-in-time lookups, engines, joins, scale")
+    p.add_argument("--quick", action="store_true", help="small sizes, one repeat (a few minutes)")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # seconds of work, for the test suite
+    p.add_argument("--out", default="bench", help="folder for results.json, results.md, results.png (default bench/)")
+    p.add_argument("--sections", default=None, help="comma list of nightly,pit,engines,bucketed,scale (default all)")
+    p.add_argument("--scale-events", default=None, help="events per nightly run for the scale section, e.g. 1M,10M,50M")
+    p.add_argument("--spark-conf", default="conf/spark-local.yaml", help="classic Spark profile (engines, bucketed)")
+    p.add_argument("--work", default=None, help="working folder for data and warehouses (default: a temporary one)")
+    p.add_argument("--keep-work", action="store_true", help="keep the temporary working folder")
     return parser
 
 
@@ -109,6 +119,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from spark_jobs.jobs import demo
 
         return demo.main(args, profile)
+    if args.command == "bench":
+        from spark_jobs.jobs import bench
+
+        return bench.main(args, profile)
     defs = load_definitions(args.defs, data_root=profile.data_root)
     if args.command == "check":
         print(

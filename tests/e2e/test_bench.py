@@ -1,0 +1,101 @@
+"""`tilewise bench` in its tiny mode: every section reports positive timings and ratios, and the
+markdown table and the PNG chart are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bench(tmp_path: Path, *sections: str) -> dict:
+    env = {**os.environ, "TZ": "UTC"}
+    env.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "spark_jobs.cli", "bench", "--tiny", "--quiet", "--out", str(out),
+           "--work", str(tmp_path / "work"), "--sections", ",".join(sections)]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert (out / "results.md").read_text().startswith("# tilewise bench (tiny)")
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return json.loads((out / "results.json").read_text())
+
+
+def positive(d: dict, *keys: str) -> None:
+    for k in keys:
+        assert isinstance(d[k], (int, float)) and d[k] > 0, (k, d[k])
+
+
+def test_bench_tiny_sail_sections(tmp_path: Path) -> None:
+    r = bench(tmp_path, "nightly", "pit", "scale")
+    assert r["machine"]["cores"] >= 1 and r["machine"]["memory_bytes"] > 0
+    assert r["versions"]["pyspark"] and r["versions"]["pysail"] and r["versions"]["python"]
+    n = r["sections"]["nightly"]
+    for k in ("1d", "7d", "30d"):
+        positive(n["runs"][k], "backfill_s", "snapshot_s", "nightly_s", "naive_s")
+    positive(n["ratios"], "nightly_30d_over_1d", "naive_over_nightly_30d")
+    assert n["check"]["agree"], n["check"]  # the naive job computes the same counts as the blocks
+    p = r["sections"]["pit"]
+    positive(p, "floor_s", "pit_s", "naive_s", "impressions", "naive_impressions")
+    positive(p["ratios"], "pit_over_floor", "naive_over_pit")
+    assert p["check"]["agree"], p["check"]
+    (point,) = r["sections"]["scale"]["points"]
+    positive(point, "events", "events_per_s", "peak_rss_bytes", "generate_events_per_s")
+    goals = {g["key"]: g for g in r["goals"]}
+    assert goals["nightly_30d_over_1d"]["measured"] == n["ratios"]["nightly_30d_over_1d"]
+    assert goals["classic_over_sail"]["met"] is None  # not measured in this run
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason="classic Spark needs Java")
+def test_bench_tiny_classic_sections(tmp_path: Path) -> None:
+    r = bench(tmp_path, "engines", "bucketed")
+    e = r["sections"]["engines"]
+    for name in ("sail", "spark"):
+        positive(e[name], "backfill_s", "training_s", "pipeline_s", "startup_s", "peak_rss_bytes")
+    assert e["sail"]["rows"] == e["spark"]["rows"] > 0
+    positive(e["ratios"], "classic_over_sail", "classic_over_sail_with_startup")
+    b = r["sections"]["bucketed"]
+    positive(b, "shuffle_s", "bucketed_s", "bucketed_join_only_s")
+    assert b["bucketed_exchanges"] == 0 < b["shuffle_exchanges"]
+
+
+def test_report_renders_every_section(tmp_path: Path) -> None:
+    from spark_jobs.jobs.bench import goals, markdown, write_chart
+
+    run = {"backfill_s": 2.0, "snapshot_s": 1.0, "nightly_s": 3.0, "nightly_without_gate_s": 2.0, "gate_s": 1.0,
+           "naive_s": 6.0}
+    engine = {"engine": "sail", "table_format": "delta", "startup_s": 1.0, "backfill_s": 2.0, "training_s": 3.0,
+              "pipeline_s": 5.0, "total_s": 6.0, "peak_rss_bytes": 2**30}
+    sections = {
+        "nightly": {"history_days": 30, "events_per_day": 10, "keys": 5, "features": 7, "repeats": 1,
+                    "runs": {k: run for k in ("1d", "7d", "30d")}, "check": {"agree": True},
+                    "ratios": {"nightly_30d_over_1d": 1.0, "naive_over_nightly_30d": 2.0,
+                               "nightly_30d_over_1d_without_gate": 1.0, "naive_over_nightly_30d_without_gate": 3.0}},
+        "pit": {"feature_set": "user_7d", "impressions": 100, "features": 21, "naive_impressions": 10, "floor_s": 1.0,
+                "pit_s": 2.0, "naive_s": 3.0, "pit_s_per_impression": 0.02, "naive_s_per_impression": 0.3,
+                "check": {"agree": True}, "ratios": {"pit_over_floor": 2.0, "naive_over_pit": 15.0}},
+        "engines": {"days": 2, "events": 100, "sail": engine, "spark": {**engine, "engine": "spark", "pipeline_s": 30.0},
+                    "ratios": {"classic_over_sail": 6.0, "classic_over_sail_with_startup": 5.0}},
+        "bucketed": {"impressions": 100, "frames": ["a", "b", "c"], "repeats": 1, "shuffle_s": 2.0, "bucketed_s": 3.0,
+                     "bucketed_join_only_s": 1.0, "shuffle_exchanges": 4, "bucketed_exchanges": 0},
+        "scale": {"points": [{"engine": "sail", "events": 50_000_000, "nightly_s": 100.0, "events_per_s": 5e5,
+                              "peak_rss_gb": 6.0, "generate_events_per_s": 3e5}]},
+    }
+    results = {"mode": "tiny", "started": "now", "seconds": 1.0, "sections": sections,
+               "machine": {"cores": 2, "memory_gb": 24, "loadavg_start": [1.0], "loadavg_end": [1.0]},
+               "versions": {"python": "3.11", "pyspark": "4.2.0", "pysail": "0.7.2", "java": None}}
+    results["goals"] = goals(sections)
+    assert [g["met"] for g in results["goals"]] == [True, False, True, True, True]
+    md = markdown(results)
+    for title in ("Nightly cost", "Point-in-time", "Engines", "Bucketed", "Scale"):
+        assert f"## {title}" in md
+    assert write_chart(results, tmp_path / "c.png") is not None
+    assert (tmp_path / "c.png").stat().st_size > 10_000
