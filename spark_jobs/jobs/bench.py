@@ -135,6 +135,7 @@ def main(args: argparse.Namespace, profile: Any) -> int:
         "machine": machine_info(),
         "versions": versions(),
         "sizes": asdict(sizes),
+        "settings": {"conf": args.conf or "conf/local.yaml", "spark_conf": args.spark_conf, "sets": list(args.set)},
         "sections": {},
     }
     try:
@@ -481,7 +482,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['started']}, {r['seconds']} s in all. Machine: {m['cores']} cores, {m['memory_gb']} GB, "
         f"load average {m['loadavg_start'][0]:.1f} at the start and {m['loadavg_end'][0]:.1f} at the end "
         "(a shared machine: read the ratios, each measured within one run, not the seconds).",
-        f"Python {v['python']}, pyspark {v['pyspark']}, pysail {v['pysail']}, {v.get('java') or 'no Java'}.",
+        f"Python {v['python']}, pyspark {v['pyspark']}, pysail {v['pysail']}, {v.get('java') or 'no Java'}."
+        + (f" Profile overrides: {', '.join(r['settings']['sets'])}." if r.get("settings", {}).get("sets") else ""),
         "",
         "## Goals",
         "",
