@@ -46,6 +46,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from spark_jobs.errors import InputDataError
+
 SECTIONS = ("nightly", "pit", "engines", "bucketed", "scale")
 START = date(2026, 1, 1)
 ID = "impression_id"
@@ -168,6 +170,11 @@ class Bench:
         """The demo definitions (thresholds relaxed for small sizes) plus the bench's feature sets."""
         self.defs.mkdir(parents=True, exist_ok=True)
         src = Path(self.args.defs)
+        if not (src / "demo.yaml").is_file():
+            raise InputDataError(
+                f"tilewise bench builds on the demo definitions, and {src / 'demo.yaml'} does not exist: "
+                "run it from the repository root, or pass --defs <repo>/feature_defs"
+            )
         demo = (src / "demo.yaml").read_text()
         demo = demo.replace("min_rows: 1000", "min_rows: 1").replace("dur_avg_1d: 0.2", "dur_avg_1d: 1.0")
         (self.defs / "demo.yaml").write_text(demo)
