@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_jobs.errors import InputDataError
+from spark_jobs.jobs.training import midnight
 
 SECTIONS = ("nightly", "pit", "engines", "bucketed", "scale")
 START = date(2026, 1, 1)
@@ -725,10 +726,6 @@ def _job(engine: Any, defs: Any, command: str, body: Callable[..., None], **kw: 
     return run
 
 
-def _midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day)
-
-
 def _now() -> datetime:
     """The wall clock as naive UTC: events after it are in the future, as in the jobs (`Run.clock`)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -748,7 +745,7 @@ def task_nightly(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
 
     wh = warehouse_for(engine)
     new_day = START + timedelta(days=sizes.history_days)
-    as_of = _midnight(new_day + timedelta(days=1))
+    as_of = midnight(new_day + timedelta(days=1))
     setup_s = _history(engine, defs, new_day)
     if sizes.mode == "full":
         # One untimed nightly first: the first backfill and snapshot of a process pay one-off costs
@@ -829,23 +826,18 @@ def naive_windows(spark: Any, defs: Any, fs: Any, as_of: datetime) -> Any:
     """
     from spark_jobs.aggregations import REGISTRY
     from spark_jobs.jobs.snapshot import all_refs
-    from spark_jobs.storage.sources import TimeRange, read_source
     from spark_jobs.transforms.blocks import agg_input, quote
-    from spark_jobs.transforms.events import clean_events, with_event_time
     from spark_jobs.transforms.pit import fill_empty
 
-    src = defs.sources[fs.source]
     refs = all_refs(fs)
-    features = {f.name: f for f in fs.features}
     keys = [quote(k) for k in fs.key]
     out = None
     for w in sorted({r.window.seconds for r in refs}):
         lo = as_of - timedelta(seconds=w)
-        raw = read_source(spark, defs, fs.source, TimeRange(lo, as_of), {})
-        events = clean_events(with_event_time(raw, src.timestamp, fs.source), fs.key, src.dedupe_key, lo, as_of, _now())
+        events = _clean_events(spark, defs, fs, lo, as_of)
         aggs, finals = [], []
         for ref in [r for r in refs if r.window.seconds == w]:
-            feature = features[ref.feature]
+            feature = fs.feature(ref.feature)
             agg, x = REGISTRY[feature.aggregation], agg_input(feature, fs)
             names = {p: f"_nv_{ref.column}__{p}" for p in agg.parts}
             aggs += [_expr(e).alias(names[p]) for p, e in agg.map_sql(x).items()]
@@ -887,7 +879,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
 
     wh = warehouse_for(engine)
     new_day = START + timedelta(days=sizes.history_days)
-    end = _midnight(new_day + timedelta(days=1))
+    end = midnight(new_day + timedelta(days=1))
     _history(engine, defs, new_day)
     fs = defs.feature_sets["user_7d"]
     refs = snapshot.all_refs(fs)
@@ -896,7 +888,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
         _job(engine, defs, "snapshot", snapshot.run, as_of=end, names=["user_7d"])
     # Impressions from the 8th day of history to the new day (excluded: it may not be backfilled),
     # so every 7d window has blocks behind it.
-    base = _impressions(engine, defs, _midnight(START + timedelta(days=7)), _midnight(new_day), ["user_id"],
+    base = _impressions(engine, defs, midnight(START + timedelta(days=7)), midnight(new_day), ["user_id"],
                         _scratch(wh, "pit-impressions"))
     n = base.count()
     floor_values = stage(engine.spark, _scratch(wh, "pit-floor-values"), wh.read("snapshots/user_7d").select("user_id", *columns))
@@ -905,7 +897,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     subset = f"pmod(xxhash64({ID}), {every}) = 0"
     naive_base = stage(engine.spark, _scratch(wh, "pit-naive-impressions"), base.filter(subset))
     n_naive = naive_base.count()
-    events = _clean_events(engine, defs, fs, _midnight(START), end)
+    events = _clean_events(engine.spark, defs, fs, midnight(START), end)
 
     def pit() -> Any:
         return fill_empty(lookup(base, blocks, fs, refs, id_column=ID, ts=TS, watermark=WATERMARK), fs, refs)
@@ -917,7 +909,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
         return naive_lookup(naive_base, events, fs, refs)
 
     # The same pair restricted to the scalar aggregations: how much of the lookup is the sketches.
-    scalar = [r for r in refs if fs_feature(fs, r.feature).aggregation in SCALAR]
+    scalar = [r for r in refs if fs.feature(r.feature).aggregation in SCALAR]
     scalar_cols = [r.column for r in scalar]
 
     def pit_scalar() -> Any:
@@ -960,16 +952,13 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
 SCALAR = ("count", "sum", "avg", "min", "max")
 
 
-def fs_feature(fs: Any, name: str) -> Any:
-    return next(f for f in fs.features if f.name == name)
-
-
-def _clean_events(engine: Any, defs: Any, fs: Any, lo: datetime, hi: datetime) -> Any:
+def _clean_events(spark: Any, defs: Any, fs: Any, lo: datetime, hi: datetime) -> Any:
+    """`fs`'s source events in [lo, hi), cleaned as the backfill cleans them (no blocks)."""
     from spark_jobs.storage.sources import TimeRange, read_source
     from spark_jobs.transforms.events import clean_events, with_event_time
 
     src = defs.sources[fs.source]
-    raw = read_source(engine.spark, defs, fs.source, TimeRange(lo, hi), {})
+    raw = read_source(spark, defs, fs.source, TimeRange(lo, hi), {})
     return clean_events(with_event_time(raw, src.timestamp, fs.source), fs.key, src.dedupe_key, lo, hi, _now())
 
 
@@ -1029,7 +1018,7 @@ def task_bucketed(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     missing = [n for n in names if not wh.exists(f"blocks/{n}")]
     if missing:
         _job(engine, defs, "backfill", backfill.run, start=START, end=end, names=missing)
-    base = _impressions(engine, defs, _midnight(START), _midnight(end), ["user_id", "item_id"], _scratch(wh, "bk-impressions"))
+    base = _impressions(engine, defs, midnight(START), midnight(end), ["user_id", "item_id"], _scratch(wh, "bk-impressions"))
     frames = {}
     for name in names:
         fs = defs.feature_sets[name]
@@ -1086,7 +1075,7 @@ def task_scale(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     with _timer(times, "backfill_s"):
         _job(engine, defs, "backfill", backfill.run, start=START, end=START + timedelta(days=1), names=["user_7d"])
     with _timer(times, "snapshot_s"):
-        _job(engine, defs, "snapshot", snapshot.run, as_of=_midnight(START + timedelta(days=1)), names=["user_7d"])
+        _job(engine, defs, "snapshot", snapshot.run, as_of=midnight(START + timedelta(days=1)), names=["user_7d"])
     b, s = times["backfill_s"][0], times["snapshot_s"][0]
     return {"backfill_s": b, "snapshot_s": s, "nightly_s": b + s}
 

@@ -44,7 +44,7 @@ def table_name(name: str) -> str:
     return f"training/{name}"
 
 
-def _midnight(d: date) -> datetime:
+def midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day)
 
 
@@ -85,7 +85,7 @@ def _build(
 ) -> None:
     ts_def = defs.training_sets[name]
     spark = engine.spark
-    lo, hi = _midnight(start), _midnight(end)
+    lo, hi = midnight(start), midnight(end)
     src = defs.sources[ts_def.impressions]
     lineage = training_lineage(defs, name)
     if not rebuild:
