@@ -48,7 +48,7 @@ def check_table_name(defs: Definitions, table: str) -> None:
 
 
 def expectations_for(defs: Definitions, table: str, columns: list[str]) -> list[dict]:
-    check_table_name(defs, table)
+    """The suite of `table`, a name `check_table_name` accepted."""
     kind, _, name = table.partition("/")
     if kind == "blocks":
         return block_suite(list(defs.feature_sets[name].key), [EVENT_COUNT])

@@ -87,10 +87,12 @@ def _inject(monkeypatch, module, mutation: Mutation) -> None:  # type: ignore[no
 KEYS = {"training/ts": ["impression_id"], "blocks/acts": ["user_id", "block_size", "block_start"], "snapshots/acts": ["user_id"]}
 
 
-def _assert_refused(engine, wh: Warehouse, table: str, before: DataFrame, version: int, job, expect: str, **kw) -> None:  # type: ignore[no-untyped-def]
+def _assert_refused(engine, wh: Warehouse, defs, command: str, job, table: str, expect: str, **kw) -> str:  # type: ignore[no-untyped-def]
+    """`job` fails validation naming `expect`, and `table` keeps its version, content, report and rejected rows."""
+    version, before = wh.version(table), wh.read(table)
     before_rows = before.collect()
     with pytest.raises(ValidationFailed) as failure:
-        run_job(engine, wh, job[1], job[0], job[2], **kw)
+        run_job(engine, wh, defs, command, job, **kw)
     assert expect in str(failure.value)
     assert wh.version(table) == version, "the table keeps its version"
     order = KEYS[table]
@@ -99,12 +101,13 @@ def _assert_refused(engine, wh: Warehouse, table: str, before: DataFrame, versio
         engine.spark.createDataFrame(before_rows, schema=before.schema).orderBy(*order),
         ignore_nullable=True,
     )
-    manifest = json.loads(sorted((wh.root / "_runs").glob(f"*-{job[0]}-*.json"), key=lambda p: p.stat().st_mtime)[-1].read_text())
+    manifest = json.loads(sorted((wh.root / "_runs").glob(f"*-{command}-*.json"), key=lambda p: p.stat().st_mtime)[-1].read_text())
     assert manifest["status"] == "failed"
     assert manifest["validation"][table]["success"] is False
     run_dir = wh.root / "_runs" / manifest["run_id"]
     assert list((run_dir / "report").rglob("*.html")), "the HTML report stays in the run folder"
     assert list((run_dir / "staged").rglob("*.parquet")), "the rejected rows stay in the run folder"
+    return str(failure.value)
 
 
 @pytest.mark.parametrize("fault", list(TRAINING_FAULTS))
@@ -112,9 +115,8 @@ def test_training_set_gate_refuses(published, monkeypatch, fault: str) -> None: 
     engine, wh, defs, _ = published
     mutation, expect = TRAINING_FAULTS[fault]
     _inject(monkeypatch, training, mutation)
-    before = wh.read("training/ts")
     _assert_refused(
-        engine, wh, "training/ts", before, 0, ("training-set", defs, training.run), expect,
+        engine, wh, defs, "training-set", training.run, "training/ts", expect,
         name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5),
     )
 
@@ -122,16 +124,14 @@ def test_training_set_gate_refuses(published, monkeypatch, fault: str) -> None: 
 def test_user_validation_block_refuses(published) -> None:  # type: ignore[no-untyped-def]
     engine, wh, _, root = published
     strict = load(write_defs(root / "strict", DEFS + USER_VALIDATION), root / "data")
-    before = wh.read("training/ts")
-    with pytest.raises(ValidationFailed) as failure:
-        run_job(engine, wh, strict, "training-set", training.run, name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5))
-    text = str(failure.value)
+    text = _assert_refused(
+        engine, wh, strict, "training-set", training.run, "training/ts", "validation failed (3 of",
+        name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5),
+    )
     assert "expect_table_row_count_to_be_between(min_value=1000)" in text
     assert "expect_column_values_to_not_be_null(column=mean_1d, mostly=1.0)" in text
     assert "expect_column_values_to_be_between(column=n_1h, max_value=0)" in text
     assert "validation failed (3 of" in text, "the three user checks fail, none of the built-in ones"
-    assert wh.version("training/ts") == 0
-    assert wh.read("training/ts").count() == before.count()
 
 
 @pytest.mark.parametrize("fault", list(BLOCK_FAULTS))
@@ -139,9 +139,8 @@ def test_backfill_gate_refuses(published, monkeypatch, fault: str) -> None:  # t
     engine, wh, defs, _ = published
     mutation, expect = BLOCK_FAULTS[fault]
     _inject(monkeypatch, backfill, mutation)
-    before = wh.read("blocks/acts")
     _assert_refused(
-        engine, wh, "blocks/acts", before, 0, ("backfill", defs, backfill.run), expect,
+        engine, wh, defs, "backfill", backfill.run, "blocks/acts", expect,
         start=date(2026, 3, 3), end=date(2026, 3, 4), names=["acts"],
     )
 
@@ -149,9 +148,8 @@ def test_backfill_gate_refuses(published, monkeypatch, fault: str) -> None:  # t
 def test_snapshot_gate_refuses_a_duplicate_key(published, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     engine, wh, defs, _ = published
     _inject(monkeypatch, snapshot, lambda df: df.unionByName(df.limit(1)))
-    before = wh.read("snapshots/acts")
     _assert_refused(
-        engine, wh, "snapshots/acts", before, 0, ("snapshot", defs, snapshot.run), "expect_column_values_to_be_unique",
+        engine, wh, defs, "snapshot", snapshot.run, "snapshots/acts", "expect_column_values_to_be_unique",
         as_of=datetime(2026, 3, 3, 18), names=["acts"],
     )
 
