@@ -222,6 +222,14 @@ def _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats):  # typ
         ev = with_event_time(read_source(spark, defs, source, rng, stats), src.timestamp, source)
         if ID not in ev.columns:
             raise InputDataError(f"label source {source}: column {ID!r} not found")
+        bad = ev.agg(
+            F.sum(F.when(F.col(quote(src.timestamp)).isNull(), 1).otherwise(0)).alias("null_ts"),
+            F.sum(F.when(unparseable_time(src.timestamp), 1).otherwise(0)).alias("bad_ts"),
+            F.sum(F.when(F.col(TS).isNotNull() & F.col(ID).isNull(), 1).otherwise(0)).alias("null_id"),
+        ).collect()[0]
+        run.drop(f"labels {source}: null timestamp", int(bad["null_ts"] or 0))
+        run.drop(f"labels {source}: unparseable timestamp", int(bad["bad_ts"] or 0))
+        run.drop(f"labels {source}: null impression_id", int(bad["null_id"] or 0))
         ev = in_range(ev.filter(F.col(ID).isNotNull()), rng.lo, rng.hi)
         if label_cutoff is None:
             # Events after the run's clock are counted, and never make label windows look closed.

@@ -337,6 +337,24 @@ def test_a_year_9999_label_event_does_not_make_immature_impressions_mature(root:
     assert rows[["impression_id", "clicked"]].values.tolist() == [["a", 1]]
 
 
+def test_label_events_without_a_time_or_an_impression_id_are_counted_drops(root: Path) -> None:
+    odd = [
+        {"impression_id": "a", "ts": None, "action": "click"},
+        {"impression_id": None, "ts": datetime(2026, 3, 1, 10, 20), "action": "click"},
+        {"impression_id": "a", "ts": datetime(2026, 3, 1, 10, 30), "action": "click"},  # a second, valid click
+    ]
+    write_parquet(root / "data" / "labels" / "part-2.parquet", odd, LABELS)
+    res = _tilewise(root, "training-set", "ts", "--start", "2026-03-01", "--end", "2026-03-03")
+    assert res.returncode == 0, res.stderr
+    run = _last_run(root, "training-set")
+    assert run["dropped"] == {"labels actions: null timestamp": 1, "labels actions: null impression_id": 1}
+    assert "labels actions: null timestamp" in res.stderr
+    from deltalake import DeltaTable
+
+    rows = DeltaTable(str(root / "wh" / "training" / "ts")).to_pandas()
+    assert rows[["impression_id", "clicked"]].values.tolist() == [["a", 1]]
+
+
 def test_a_label_cutoff_in_the_future_is_exit_2(root: Path) -> None:
     res = _tilewise(root, "training-set", "ts", "--start", "2026-03-01", "--end", "2026-03-03", "--label-cutoff", "9999-01-01T00:00:00")
     assert res.returncode == 2, res.stderr
