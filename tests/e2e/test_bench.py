@@ -42,6 +42,9 @@ def test_bench_tiny_sail_sections(tmp_path: Path) -> None:
         positive(n["runs"][k], "backfill_s", "snapshot_s", "nightly_s", "naive_s")
     positive(n["ratios"], "nightly_30d_over_1d", "naive_over_nightly_30d")
     assert n["check"]["agree"], n["check"]  # the naive job computes the same counts as the blocks
+    # The naive job re-reads 1h + 1d + 7d + 30d of events, the nightly run 1 day plus 1d of lateness.
+    ratio = n["ratios"]["naive_over_nightly_events_read"]
+    assert 38.04 / 2 * 0.8 < ratio < 38.04 / 2 * 1.2, n["events_read"]
     p = r["sections"]["pit"]
     positive(p, "floor_s", "pit_s", "naive_s", "impressions", "naive_impressions")
     positive(p["ratios"], "pit_over_floor", "naive_over_pit")
@@ -77,7 +80,8 @@ def test_report_renders_every_section(tmp_path: Path) -> None:
     sections = {
         "nightly": {"history_days": 30, "events_per_day": 10, "keys": 5, "features": 7, "repeats": 1,
                     "runs": {k: run for k in ("1d", "7d", "30d")}, "check": {"agree": True},
-                    "ratios": {"nightly_30d_over_1d": 1.0, "naive_over_nightly_30d": 2.0,
+                    "events_read": {"naive_30d": 190, "nightly": 10},
+                    "ratios": {"nightly_30d_over_1d": 1.0, "naive_over_nightly_30d": 2.0, "naive_over_nightly_events_read": 19.0,
                                "nightly_30d_over_1d_without_gate": 1.0, "naive_over_nightly_30d_without_gate": 3.0}},
         "pit": {"feature_set": "user_7d", "impressions": 100, "features": 21, "naive_impressions": 10, "floor_s": 1.0,
                 "pit_s": 2.0, "naive_s": 3.0, "pit_s_per_impression": 0.02, "naive_s_per_impression": 0.3,
@@ -97,5 +101,6 @@ def test_report_renders_every_section(tmp_path: Path) -> None:
     md = markdown(results)
     for title in ("Nightly cost", "Point-in-time", "Engines", "Bucketed", "Scale"):
         assert f"## {title}" in md
+    assert "naive 190 (every window's range), nightly 10 (the new day plus lateness): 19.00x" in md
     assert write_chart(results, tmp_path / "c.png") is not None
     assert (tmp_path / "c.png").stat().st_size > 10_000
