@@ -12,6 +12,10 @@ Two formats behind one interface:
   folder and readers never see half a version. Every write rewrites the table: right for local
   runs and CI, not for big tables (use Delta there).
 
+Each table's lineage (`defs.lineage`) lives beside it in `_tilewise_lineage.json`. It cannot be in
+the same commit, so a write that changes it records the new one as pending first, in force once a
+commit lands after it (see `stored_lineage`).
+
 All writes hold the table's lock (`locks.py`), because Sail detects no write conflicts. On
 Delta-on-Spark a writer that bypasses the lock (another tool, a host without the shared lock
 folder) can still make a commit conflict: the commit is retried a few times from a fresh snapshot
@@ -97,15 +101,7 @@ class Warehouse:
 
     def version(self, table: str) -> int | None:
         """Latest committed version, or None when the table does not exist."""
-        path = self.path(table)
-        if self.format == "delta":
-            if not any((path / "_delta_log").glob("*.json")):
-                return None
-            from deltalake import DeltaTable
-
-            return int(DeltaTable(str(path)).version())
-        commits = sorted((path / _LOG).glob("*.json"))
-        return int(commits[-1].stem) if commits else None
+        return table_version(self.path(table), self.format)
 
     # -- reads -------------------------------------------------------------------------------
     def read(self, table: str, version: int | None = None) -> DataFrame:
@@ -144,11 +140,13 @@ class Warehouse:
         data = _one_file_per_partition(df.filter(predicate), partition_by)
         if rebuild:
             with self.lock(table):
+                self._lineage_pending(table, lineage)
                 result = self.overwrite(table, data, partition_by)
                 self._record_lineage(table, lineage)
             return result
         with self.lock(table):
-            self.check_lineage(table, lineage)
+            self.check_lineage(table, lineage, settle=True)
+            self._lineage_pending(table, lineage)
             if self.format == "delta":
 
                 def commit() -> None:  # re-checks the table on each attempt: it may have appeared
@@ -187,33 +185,41 @@ class Warehouse:
         """Exclusive write access to `table` (re-entrant in this process)."""
         return table_lock(self.root / "_locks", table, timeout_s=self.lock_timeout_s, on_wait=on_wait)
 
-    def check_lineage(self, table: str, lineage: Lineage | None) -> None:
-        """Refuse to add rows built from another definition than the table's (see `defs.lineage`)."""
-        stored = self._stored_lineage(table) if lineage is not None and self.version(table) is not None else None
+    def check_lineage(self, table: str, lineage: Lineage | None, *, settle: bool = False) -> None:
+        """Refuse to add rows built from another definition than the table's (see `defs.lineage`).
+
+        With `settle` (only under the table's lock) a pending lineage is resolved in the file.
+        """
+        if lineage is None:
+            return
+        stored = stored_lineage(self.path(table), self.format, settle=settle)
         if stored is None:  # a new table, or one written before lineage was recorded (adopted on write)
             return
-        if fingerprint(stored) != fingerprint(lineage):  # type: ignore[arg-type]
-            diff = changes(stored, lineage)  # type: ignore[arg-type]
+        if fingerprint(stored) != fingerprint(lineage):
+            diff = changes(stored, lineage)
             shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
             raise InputDataError(f"table {table} was built from another definition ({shown}). {REBUILD_HINT}")
 
-    def _stored_lineage(self, table: str) -> Lineage | None:
-        try:
-            return json.loads((self.path(table) / LINEAGE_FILE).read_text())["lineage"]
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError) as exc:
-            raise InputDataError(f"table {table}: unreadable {LINEAGE_FILE} ({exc}); rebuild the table") from None
+    def _lineage_pending(self, table: str, lineage: Lineage | None) -> None:
+        """Before a commit that may change the lineage: the new one, effective once a commit lands.
 
-    def _record_lineage(self, table: str, lineage: Lineage | None) -> None:
-        # Written after the commit: a crash in between leaves the old lineage, and the next run
-        # is refused (asks for --rebuild) rather than mixing definitions.
+        Under the lock, the next commit after `after` is this run's; so if the process dies
+        between its commit and `_record_lineage`, the table still has the right lineage, and if
+        it dies before committing, the old one stays in force.
+        """
         if lineage is None:
             return
-        path = self.path(table) / LINEAGE_FILE
-        tmp = path.with_name(f".{LINEAGE_FILE}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps({"fingerprint": fingerprint(lineage), "lineage": lineage}, indent=1, sort_keys=True))
-        tmp.replace(path)
+        path = self.path(table)
+        old = stored_lineage(path, self.format, settle=True)
+        if old is not None and fingerprint(old) == fingerprint(lineage):
+            return
+        after = self.version(table)
+        _write_lineage_file(path, {"lineage": old, "pending": {"lineage": lineage, "after": after}})
+
+    def _record_lineage(self, table: str, lineage: Lineage | None) -> None:
+        """After the commit: `lineage` is the table's."""
+        if lineage is not None:
+            _write_lineage_file(self.path(table), {"fingerprint": fingerprint(lineage), "lineage": lineage})
 
     def check_schema(self, table: str, data: DataFrame) -> None:
         """`data` has the columns of `table` (if it exists); else the definition changed: say how to rebuild."""
@@ -261,6 +267,62 @@ class Warehouse:
             ) from None
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def table_version(path: Path, table_format: str) -> int | None:
+    """Latest committed version of the table at `path`, or None when there is none."""
+    if table_format == "delta":
+        if not any((path / "_delta_log").glob("*.json")):
+            return None
+        from deltalake import DeltaTable
+
+        return int(DeltaTable(str(path)).version())
+    commits = sorted((path / _LOG).glob("*.json"))
+    return int(commits[-1].stem) if commits else None
+
+
+def stored_lineage(path: Path, table_format: str, *, settle: bool = False) -> Lineage | None:
+    """The lineage in force for the table at `path` (None: not recorded).
+
+    A pending lineage (written before a commit) is in force once the table has a version after
+    the one it was written at. With `settle`, which needs the table's lock, the file is rewritten
+    to hold only the lineage in force, so later commits (another write, a vacuum) cannot be
+    mistaken for the pending one.
+    """
+    state = _read_lineage_file(path)
+    if state is None:
+        return None
+    pending = state.get("pending")
+    if pending is None:
+        return state["lineage"]
+    current = table_version(path, table_format)
+    landed = current is not None and (pending["after"] is None or current > pending["after"])
+    lineage = pending["lineage"] if landed else state.get("lineage")
+    if settle:
+        if lineage is None:
+            (path / LINEAGE_FILE).unlink(missing_ok=True)
+        else:
+            _write_lineage_file(path, {"fingerprint": fingerprint(lineage), "lineage": lineage})
+    return lineage
+
+
+def _read_lineage_file(path: Path) -> dict | None:
+    try:
+        state = json.loads((path / LINEAGE_FILE).read_text())
+        if "lineage" not in state:
+            raise KeyError("lineage")
+        return state
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError) as exc:
+        raise InputDataError(f"unreadable {path / LINEAGE_FILE} ({exc}); rebuild the table") from None
+
+
+def _write_lineage_file(path: Path, state: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{LINEAGE_FILE}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+    tmp.replace(path / LINEAGE_FILE)
 
 
 def delta_conflict(exc: BaseException) -> str | None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spark_jobs.storage.locks import table_lock
+from spark_jobs.storage.tables import stored_lineage
 
 DEFAULT_RETAIN_HOURS = 168.0
 _PARQUET_LOG = "_tilewise_log"  # see tables.py
@@ -69,6 +70,8 @@ def vacuum_table(
     """Vacuum one table; None when it does not exist."""
     path = root / table
     with table_lock(root / "_locks", table, timeout_s=lock_timeout_s, on_wait=on_wait):
+        # A vacuum commits on Delta: first settle a pending lineage, so its commit is not taken for a write.
+        stored_lineage(path, table_format, settle=True)
         if table_format == "delta":
             if not any((path / "_delta_log").glob("*.json")):
                 return None
