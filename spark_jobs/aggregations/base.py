@@ -56,6 +56,7 @@ class Aggregation(ABC):
     needs_column: ClassVar[bool] = True
     empty: ClassVar[Empty] = "null"
     non_negative: ClassVar[bool] = False  # a count: validated as >= 0 in every output
+    sketch_size: ClassVar[int | None] = None  # a sketch's K: stored blocks depend on it
     parts: ClassVar[tuple[str, ...]]
 
     # -- Spark SQL ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import hashlib
 import json
 from typing import Any
 
+from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.models import Definitions
 
 Lineage = dict[str, Any]
@@ -41,10 +42,17 @@ def block_lineage(defs: Definitions, feature_set: str) -> Lineage:
                 "filter": f.filter,
                 "n": f.n,
                 "quantiles": list(f.quantiles) if f.quantiles else None,
+                **_sketch(f.aggregation),
             }
             for f in fs.features
         },
     }
+
+
+def _sketch(aggregation: str) -> Lineage:
+    """A sketch's size, for sketches only: blocks built with another K cannot be merged with these."""
+    size = REGISTRY[aggregation].sketch_size
+    return {} if size is None else {"sketch_size": size}
 
 
 def training_lineage(defs: Definitions, training_set: str) -> Lineage:

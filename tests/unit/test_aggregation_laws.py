@@ -86,15 +86,15 @@ def test_empty_finalizes_to_none(name: str) -> None:
     assert agg.py_finalize(agg.py_empty(), X) is None
 
 
-def test_kmv_estimate_within_two_percent_at_ten_thousand_distinct() -> None:
+def test_kmv_is_exact_at_ten_thousand_distinct_and_within_two_percent_above_k() -> None:
     rng = random.Random(1)
-    hashes = {rng.getrandbits(64) - 2**63 for _ in range(10_000)}
+    hashes = list({rng.getrandbits(64) - 2**63 for _ in range(3 * ACD_K)})
     ev = [PyEvent(0, h, 0, h) for h in hashes]
     agg = REGISTRY["approx_count_distinct"]
+    assert agg.py_finalize(merged(agg, [ev[:10_000][i::7] for i in range(7)]), X) == 10_000, "exact below K"
+    assert agg.py_finalize(agg.py_map(ev[: ACD_K - 1], X), X) == ACD_K - 1
     est = agg.py_finalize(merged(agg, [ev[i::7] for i in range(7)]), X)
     assert abs(est - len(hashes)) / len(hashes) <= 0.02
-    small = agg.py_finalize(agg.py_map(ev[: ACD_K - 1], X), X)
-    assert small == ACD_K - 1, "exact below K"
 
 
 def test_quantile_sample_rank_error_within_one_percent() -> None:

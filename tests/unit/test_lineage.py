@@ -54,3 +54,13 @@ def test_label_change_only_touches_the_training_set(tmp_path: Path) -> None:
     before, after = _both(tmp_path, DEFS), _both(tmp_path, DEFS.replace("within: 1h", "within: 2h"))
     assert before[0] == after[0]
     assert changes(before[1], after[1]) == ["labels.clicked.within: 3600 -> 7200"]
+
+
+def test_a_sketch_size_change_invalidates_blocks_of_that_sketch_only(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from spark_jobs.aggregations import REGISTRY
+
+    before = _both(tmp_path, DEFS)[0]
+    assert "sketch_size" not in before["features"]["total"], "only sketches carry a size"
+    monkeypatch.setattr(type(REGISTRY["approx_count_distinct"]), "sketch_size", 1024)
+    after = _both(tmp_path, DEFS + " ")[0]
+    assert changes(before, after) == [f"features.kinds.sketch_size: {before['features']['kinds']['sketch_size']} -> 1024"]
