@@ -54,7 +54,7 @@ def main(args: argparse.Namespace, profile: Profile, defs: Definitions, run_args
             total.add_counts(freed)
         freed = vacuum_runs(root, retain_hours=args.retain_hours, dry_run=args.dry_run)
         run.counts["_runs"] = {"files": freed.files, "bytes": freed.bytes}
-        _report(run, "_runs (work and staged folders)", freed, verb)
+        _report(run, "_runs (intermediates of old runs)", freed, verb)
         total.add_counts(freed)
         run.counts["total"] = {"files": total.files, "bytes": total.bytes, "dry_run": args.dry_run}
         if missing:

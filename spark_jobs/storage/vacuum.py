@@ -11,9 +11,12 @@ this runs without an engine, on the files:
   it for longer than the retention; the latest version always stays. A folder no log entry names
   (a killed write) goes once untouched for longer than the retention. The log entry goes first,
   so a crash in between leaves an orphan folder, which the next vacuum removes.
-- Run folders: the intermediates (`work/`) and staged or rejected rows (`staged/`) of runs
-  untouched for longer than the retention. A run without a manifest may still be running, so it
-  is cleaned only once untouched for a day as well. Manifests and HTML reports stay.
+- Run folders: the intermediates (`work/`) of runs untouched for longer than the retention, and
+  the staged rows (`staged/`) of runs killed before they wrote a manifest. A run without a
+  manifest may still be running, so it is cleaned only once untouched for a day as well. The
+  rejected rows of a run that failed validation stay (the contract keeps them under `_runs/`),
+  and so do manifests and HTML reports. Classic Spark's bucketed tables left by a killed
+  training-set run (`_tmp/spark-tables/tw_*`) go on the same terms as a run without a manifest.
 
 Each table is vacuumed under its lock, so no tilewise writer is mid-commit. Afterwards versions
 replaced longer than the retention ago can no longer be read, so a job that is reading such an
@@ -82,22 +85,27 @@ def vacuum_table(
 
 
 def vacuum_runs(root: Path, *, retain_hours: float, dry_run: bool, now: float | None = None) -> Freed:
-    """Remove `work/` and `staged/` of the runs untouched for longer than the retention."""
+    """Remove `work/` of the runs untouched for longer than the retention, and `staged/` of killed ones."""
     now = time.time() if now is None else now
     freed = Freed()
     runs = root / "_runs"
-    if not runs.is_dir():
-        return freed
-    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
+    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
         idle = now - _newest_mtime(run_dir)
         finished = (runs / f"{run_dir.name}.json").exists()
         if idle < retain_hours * 3600.0 or (not finished and idle < _UNFINISHED_RUN_S):
             continue
-        for sub in ("work", "staged"):
+        for sub in ("work",) if finished else ("work", "staged"):  # a finished run's staged/ is its rejected rows
             if (run_dir / sub).exists():
                 freed.add(run_dir / sub)
                 if not dry_run:
                     shutil.rmtree(run_dir / sub)
+    # Classic Spark's bucketed tables of a training-set run (`transforms.joins`): a run drops its
+    # own when it ends, so these are a killed run's, or a running one's while it is young.
+    for folder in sorted((root / "_tmp" / "spark-tables").glob("tw_*")):
+        if now - _newest_mtime(folder) >= max(retain_hours * 3600.0, _UNFINISHED_RUN_S):
+            freed.add(folder)
+            if not dry_run:
+                shutil.rmtree(folder)
     return freed
 
 
