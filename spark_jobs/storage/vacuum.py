@@ -26,6 +26,7 @@ old version would fail: keep the retention above the longest job (the default is
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import time
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from spark_jobs.errors import InputDataError
 from spark_jobs.storage.locks import table_lock
 from spark_jobs.storage.tables import stored_lineage
 
@@ -111,34 +113,47 @@ def vacuum_runs(root: Path, *, retain_hours: float, dry_run: bool, now: float | 
 
 def _vacuum_delta(path: Path, retain_hours: float, dry_run: bool) -> Freed:
     from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
 
-    table = DeltaTable(str(path))
-    hours = int(retain_hours) if float(retain_hours).is_integer() else retain_hours  # deltalake wants an int
-    kw = {"retention_hours": hours, "enforce_retention_duration": False, "full": True}
+    kw = {"retention_hours": math.ceil(retain_hours), "enforce_retention_duration": False, "full": True}
     freed = Freed()
-    for rel in table.vacuum(dry_run=True, **kw):  # type: ignore[arg-type]
-        freed.add(path / rel)  # listed files that are already gone count as nothing
-    if not dry_run and freed.files:
-        table.vacuum(dry_run=False, **kw)  # type: ignore[arg-type]
+    try:
+        table = DeltaTable(str(path))
+        for rel in table.vacuum(dry_run=True, **kw):  # type: ignore[arg-type]
+            freed.add(path / rel)  # listed files that are already gone count as nothing
+        if not dry_run and freed.files:
+            table.vacuum(dry_run=False, **kw)  # type: ignore[arg-type]
+    except DeltaError as exc:  # e.g. a writer feature of another Delta writer that delta-rs lacks
+        exc = str(exc).strip().splitlines()[0]  # type: ignore[assignment]
+        raise InputDataError(f"{path}: the deltalake package cannot vacuum this table ({exc}); nothing was deleted"
+                             if dry_run or not freed.files else
+                             f"{path}: the deltalake package failed while vacuuming ({exc}); "
+                             "the table's versions are intact, re-run the vacuum") from None
     return freed
 
 
 def _vacuum_parquet(path: Path, retain_s: float, dry_run: bool, now: float) -> Freed:
     log = path / _PARQUET_LOG
     entries = sorted(log.glob("*.json"))
+    data_of = {}
+    for entry in entries:
+        try:
+            data_of[entry] = json.loads(entry.read_text())["data"]
+        except (ValueError, KeyError) as exc:
+            raise InputDataError(f"{entry}: unreadable log entry ({exc}); nothing was deleted") from None
     freed = Freed()
     # Version i was replaced when version i + 1 was committed: the mtime of the next entry.
     doomed = [entry for entry, nxt in zip(entries, entries[1:]) if now - nxt.stat().st_mtime >= retain_s]
-    referenced = {json.loads(e.read_text())["data"] for e in entries if e not in doomed}
+    referenced = {data_of[e] for e in entries if e not in doomed}
     for entry in doomed:
-        data = path / json.loads(entry.read_text())["data"]
+        data = path / data_of[entry]
         freed.add(entry)
         if data.exists():
             freed.add(data)
         if not dry_run:
             entry.unlink()  # first the entry: a crash here leaves an orphan folder, never a broken version
             shutil.rmtree(data, ignore_errors=True)
-    doomed_data = {json.loads(e.read_text())["data"] for e in doomed} if dry_run else set()
+    doomed_data = {data_of[e] for e in doomed} if dry_run else set()
     for folder in sorted(p for p in path.iterdir() if p.is_dir() and _VERSION_FOLDER.fullmatch(p.name)):
         if folder.name in referenced or folder.name in doomed_data:
             continue

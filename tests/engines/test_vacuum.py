@@ -150,3 +150,15 @@ def test_parquet_versions_go_once_replaced_for_longer_than_the_retention(spark_e
     v1 = wh.spark.createDataFrame([("a", k, 1) for k in range(3)] + [("b", k, 0) for k in range(3)], "d string, k int, v int")
     assert_df_equality(_sorted(wh.read(TABLE, version=1)), v1, ignore_nullable=True)
     assert wh.version(TABLE) == 2
+
+
+def test_a_table_the_vacuum_cannot_read_is_exit_2_and_nothing_is_deleted(warehouse: Warehouse) -> None:
+    _three_versions(warehouse)
+    log = warehouse.path(TABLE) / ("_delta_log" if warehouse.format == "delta" else "_tilewise_log")
+    name = "00000000000000000003.json" if warehouse.format == "delta" else "00000003.json"
+    (log / name).write_text('{"torn": ')  # a commit another writer left half-written
+    before = _files(warehouse)
+    with pytest.raises(InputDataError, match="nothing was deleted") as err:
+        _vacuum(warehouse, 0)
+    assert "\n" not in str(err.value) and str(warehouse.path(TABLE)) in str(err.value)
+    assert _files(warehouse) == before
