@@ -36,6 +36,8 @@ class AggInput:
     sample_hash: str  # SQL bigint hash of the event identity (for sampling sketches)
     n: int | None = None
     quantiles: tuple[float, ...] = ()
+    # The value column is FLOAT or DOUBLE (None: unknown, for callers that never map events).
+    float_value: bool | None = None
 
 
 @dataclass(frozen=True)

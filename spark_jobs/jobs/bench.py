@@ -852,7 +852,7 @@ def naive_windows(spark: Any, defs: Any, fs: Any, as_of: datetime) -> Any:
         aggs, finals = [], []
         for ref in [r for r in refs if r.window.seconds == w]:
             feature = fs.feature(ref.feature)
-            agg, x = REGISTRY[feature.aggregation], agg_input(feature, fs)
+            agg, x = REGISTRY[feature.aggregation], agg_input(feature, fs, events.schema)
             names = {p: f"_nv_{ref.column}__{p}" for p in agg.parts}
             aggs += [_expr(e).alias(names[p]) for p, e in agg.map_sql(x).items()]
             finals.append(_expr(agg.finalize_sql({p: quote(n) for p, n in names.items()}, x)).alias(ref.column))
@@ -992,7 +992,7 @@ def naive_lookup(impressions: Any, events: Any, fs: Any, refs: Any) -> Any:
     aggs, finals = [], []
     for ref in refs:
         feature = features[ref.feature]
-        agg, x = REGISTRY[feature.aggregation], agg_input(feature, fs)
+        agg, x = REGISTRY[feature.aggregation], agg_input(feature, fs, events.schema)
         x = replace(x, cond=f"({x.cond}) AND {t} >= {T_FLOOR} - {ref.window.seconds}")
         names = {p: f"_nv_{ref.column}__{p}" for p in agg.parts}
         aggs += [_expr(e).alias(names[p]) for p, e in agg.map_sql(x).items()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, FloatType, StructType
 
 from spark_jobs.aggregations import REGISTRY, AggInput
 from spark_jobs.defs.models import Feature, FeatureSet
@@ -21,9 +22,13 @@ def quote(name: str) -> str:
     return f"`{name}`"
 
 
-def agg_input(feature: Feature, fs: FeatureSet) -> AggInput:
-    """The SQL an aggregation sees for `feature` over clean events."""
+def agg_input(feature: Feature, fs: FeatureSet, events: StructType | None = None) -> AggInput:
+    """The SQL an aggregation sees for `feature` over clean events (of schema `events`, to map them)."""
     value = quote(feature.column) if feature.column else None
+    float_value = None
+    if events is not None:
+        field = {f.name: f for f in events.fields}.get(feature.column or "")
+        float_value = field is not None and isinstance(field.dataType, (DoubleType, FloatType))
     conds = [f"({feature.filter})"] if feature.filter else []
     if value is not None:
         conds.append(f"{value} IS NOT NULL")
@@ -35,6 +40,7 @@ def agg_input(feature: Feature, fs: FeatureSet) -> AggInput:
         sample_hash=f"xxhash64({identity})",
         n=feature.n,
         quantiles=tuple(feature.quantiles or ()),
+        float_value=float_value,
     )
 
 
@@ -56,7 +62,7 @@ def build_blocks(events: DataFrame, fs: FeatureSet) -> DataFrame:
     aggs = [F.count(F.lit(1)).cast("bigint").alias(EVENT_COUNT)]
     for feature in fs.features:
         agg = REGISTRY[feature.aggregation]
-        for part, expr in agg.map_sql(agg_input(feature, fs)).items():
+        for part, expr in agg.map_sql(agg_input(feature, fs, events.schema)).items():
             aggs.append(F.expr(expr).alias(part_column(feature, part)))
     starts = events.withColumn("block_start", F.expr(_block_start(f"unix_seconds({TS})", size)))
     blocks = starts.groupBy(*[quote(k) for k in fs.key], "block_start").agg(*aggs)
