@@ -36,8 +36,8 @@ class AggInput:
     sample_hash: str  # SQL bigint hash of the event identity (for sampling sketches)
     n: int | None = None
     quantiles: tuple[float, ...] = ()
-    # The value column is FLOAT or DOUBLE (None: unknown, for callers that never map events).
-    float_value: bool | None = None
+    # The value column's Spark type, e.g. "double" (None: unknown, for callers that never map events).
+    value_type: str | None = None
 
 
 @dataclass(frozen=True)

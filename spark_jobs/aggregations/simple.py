@@ -56,9 +56,9 @@ _FLOAT_TO_EXACT = (
 
 def exact_sql(x: AggInput) -> str:
     """`x.value` as EXACT, the same on both engines."""
-    if x.float_value is None:
-        raise ValueError("map_sql of sum/avg needs AggInput.float_value (the value column's type)")
-    if x.float_value:
+    if x.value_type is None:
+        raise ValueError("map_sql of sum/avg needs AggInput.value_type (the value column's type)")
+    if x.value_type in ("double", "float"):
         return _FLOAT_TO_EXACT.format(v=x.value, exact=EXACT)
     return f"CAST({x.value} AS {EXACT})"
 

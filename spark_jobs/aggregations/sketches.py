@@ -113,7 +113,11 @@ class ApproxQuantile(Aggregation):
     parts = ("q",)
 
     def map_sql(self, x: AggInput) -> dict[str, str]:
-        item = f"named_struct('h', {x.sample_hash}, 'v', CAST({x.value} AS DOUBLE))"
+        if x.value_type is None:
+            raise ValueError("map_sql of approx_quantile needs AggInput.value_type (the value column's type)")
+        # Sail's DECIMAL -> DOUBLE is not correctly rounded; through the exact string both engines agree.
+        value = f"CAST(CAST({x.value} AS STRING) AS DOUBLE)" if x.value_type.startswith("decimal") else f"CAST({x.value} AS DOUBLE)"
+        item = f"named_struct('h', {x.sample_hash}, 'v', {value})"
         return {"q": f"slice(array_sort(collect_list(CASE WHEN {x.cond} THEN {item} END)), 1, {QUANTILE_K})"}
 
     def combine_sql(self, part: dict[str, str], x: AggInput) -> dict[str, str]:

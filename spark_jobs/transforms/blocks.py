@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, FloatType, StructType
+from pyspark.sql.types import StructType
 
 from spark_jobs.aggregations import REGISTRY, AggInput
 from spark_jobs.defs.models import Feature, FeatureSet
@@ -25,10 +25,10 @@ def quote(name: str) -> str:
 def agg_input(feature: Feature, fs: FeatureSet, events: StructType | None = None) -> AggInput:
     """The SQL an aggregation sees for `feature` over clean events (of schema `events`, to map them)."""
     value = quote(feature.column) if feature.column else None
-    float_value = None
+    value_type = None
     if events is not None:
         field = {f.name: f for f in events.fields}.get(feature.column or "")
-        float_value = field is not None and isinstance(field.dataType, (DoubleType, FloatType))
+        value_type = field.dataType.simpleString() if field is not None else "unknown"
     conds = [f"({feature.filter})"] if feature.filter else []
     if value is not None:
         conds.append(f"{value} IS NOT NULL")
@@ -40,7 +40,7 @@ def agg_input(feature: Feature, fs: FeatureSet, events: StructType | None = None
         sample_hash=f"xxhash64({identity})",
         n=feature.n,
         quantiles=tuple(feature.quantiles or ()),
-        float_value=float_value,
+        value_type=value_type,
     )
 
 

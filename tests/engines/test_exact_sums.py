@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,6 +34,8 @@ feature_sets:
       - {name: total, aggregation: sum, column: v, windows: [1h]}
       - {name: mean, aggregation: avg, column: v, windows: [1h]}
       - {name: itotal, aggregation: sum, column: n, windows: [1h]}
+      - {name: dtotal, aggregation: sum, column: d, windows: [1h]}
+      - {name: dq, aggregation: approx_quantile, column: d, quantiles: [0.5, 1.0], windows: [1h]}
 """
 DAY = 1767225600
 
@@ -55,7 +58,7 @@ def _sums(engine, folder: Path, defs_dir: Path) -> dict:  # type: ignore[no-unty
         agg = REGISTRY[f.aggregation]
         parts = {p: f"`{part_column(f, p)}`" for p in agg.parts}
         finals.append(F.expr(agg.finalize_sql(parts, agg_input(f, fs))).alias(f.name))
-    return {r["k"]: (r["total"], r["mean"], r["itotal"]) for r in blocks.select("k", *finals).collect()}
+    return {r["k"]: tuple(r[f.name] for f in fs.features) for r in blocks.select("k", *finals).collect()}
 
 
 def test_sum_and_avg_of_doubles_are_the_same_on_both_engines(sail_engine, spark_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -64,15 +67,20 @@ def test_sum_and_avg_of_doubles_are_the_same_on_both_engines(sail_engine, spark_
     keys = [i % 400 for i in range(len(values))]
     times = [DAY + rng.randrange(3600) for _ in values]  # 12 five-minute blocks rolled into one hour
     ints = [rng.randrange(-(2**40), 2**40) for _ in values]
-    pq.write_table(pa.table({"k": keys, "t": times, "v": values, "n": ints}), tmp_path / "events.parquet")
+    decimals = [Decimal(rng.randrange(-(10**19), 10**19)).scaleb(-10) for _ in values]
+    table = pa.table({"k": keys, "t": times, "v": values, "n": ints, "d": pa.array(decimals, pa.decimal128(20, 10))})
+    pq.write_table(table, tmp_path / "events.parquet")
     defs_dir = write_defs(tmp_path, DEFS)
 
     sail, spark = _sums(sail_engine, tmp_path, defs_dir), _sums(spark_engine, tmp_path, defs_dir)
     assert sail.keys() == spark.keys() == set(keys)
     differ = {k: (sail[k], spark[k]) for k in sail if sail[k] != spark[k]}
     assert not differ, f"{len(differ)} of {len(sail)} keys differ, e.g. {list(differ.items())[:3]}"
-    for k, (total, mean, itotal) in sail.items():  # and they are the sums, to 9 decimals per value
+    for k, (total, mean, itotal, dtotal, dq) in sail.items():  # and they are the sums, to 9 decimals per value
         vs = [v for v, key in zip(values, keys) if key == k]
         assert math.isclose(total, math.fsum(vs), rel_tol=1e-12, abs_tol=1e-9 * len(vs))
         assert math.isclose(mean, math.fsum(vs) / len(vs), rel_tol=1e-12, abs_tol=1e-9)
         assert itotal == sum(n for n, key in zip(ints, keys) if key == k)
+        ds = [d for d, key in zip(decimals, keys) if key == k]
+        assert dtotal == float(sum(d.quantize(Decimal("1e-9"), rounding=ROUND_HALF_UP) for d in ds))
+        assert dq[1] == float(max(ds)), "a quantile is one of the values, as the nearest double"
