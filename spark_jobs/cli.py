@@ -16,6 +16,7 @@ from spark_jobs.errors import InputDataError, TilewiseError
 
 Body = Callable[..., None]
 DEFAULT_PROFILE = "conf/local.yaml"
+DEFAULT_RETAIN_HOURS = 168.0  # tilewise vacuum: Delta's default retention, 7 days
 
 
 def _date(text: str) -> date:
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("vacuum", parents=[common], help="delete files no version within the retention needs (no engine)")
     p.add_argument("table", nargs="*", help="tables to vacuum (default: every output table of the definitions)")
-    p.add_argument("--retain-hours", type=float, default=168.0,
+    p.add_argument("--retain-hours", type=float, default=DEFAULT_RETAIN_HOURS,
                    help="keep what versions replaced less than this long ago read (default 168, Delta's 7 days)")
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
 

@@ -45,7 +45,7 @@ from spark_jobs.storage.locks import TableBusy, table_lock
 
 log = logging.getLogger(__name__)
 
-_LOG = "_tilewise_log"
+PARQUET_LOG = "_tilewise_log"
 # Beside the data; Delta ignores (and VACUUM keeps) files whose names start with "_".
 LINEAGE_FILE = "_tilewise_lineage.json"
 REBUILD_HINT = (
@@ -238,7 +238,7 @@ class Warehouse:
             )
 
     def _parquet_entry(self, table: str, version: int | None) -> dict:
-        log = self.path(table) / _LOG
+        log = self.path(table) / PARQUET_LOG
         v = self.version(table) if version is None else version
         try:
             return json.loads((log / f"{v:08d}.json").read_text())
@@ -252,7 +252,7 @@ class Warehouse:
         data_dir = f"v{version:08d}-{uuid.uuid4().hex[:8]}"
         df.write.mode("error").partitionBy(*partition_by).parquet(str(path / data_dir))
         entry = {"version": version, "data": data_dir, "schema": json.loads(df.schema.json())}
-        log = path / _LOG
+        log = path / PARQUET_LOG
         log.mkdir(parents=True, exist_ok=True)
         tmp = log / f".{version:08d}.{uuid.uuid4().hex}.tmp"
         tmp.write_text(json.dumps(entry))
@@ -277,7 +277,7 @@ def table_version(path: Path, table_format: str) -> int | None:
         from deltalake import DeltaTable
 
         return int(DeltaTable(str(path)).version())
-    commits = sorted((path / _LOG).glob("*.json"))
+    commits = sorted((path / PARQUET_LOG).glob("*.json"))
     return int(commits[-1].stem) if commits else None
 
 

@@ -36,10 +36,8 @@ from pathlib import Path
 
 from spark_jobs.errors import InputDataError
 from spark_jobs.storage.locks import table_lock
-from spark_jobs.storage.tables import stored_lineage
+from spark_jobs.storage.tables import PARQUET_LOG, stored_lineage
 
-DEFAULT_RETAIN_HOURS = 168.0
-_PARQUET_LOG = "_tilewise_log"  # see tables.py
 _VERSION_FOLDER = re.compile(r"v\d{8}-[0-9a-f]+")
 _UNFINISHED_RUN_S = 24 * 3600.0
 
@@ -81,7 +79,7 @@ def vacuum_table(
             if not any((path / "_delta_log").glob("*.json")):
                 return None
             return _vacuum_delta(path, retain_hours, dry_run)
-        if not any((path / _PARQUET_LOG).glob("*.json")):
+        if not any((path / PARQUET_LOG).glob("*.json")):
             return None
         return _vacuum_parquet(path, retain_hours * 3600.0, dry_run, time.time() if now is None else now)
 
@@ -124,16 +122,16 @@ def _vacuum_delta(path: Path, retain_hours: float, dry_run: bool) -> Freed:
         if not dry_run and freed.files:
             table.vacuum(dry_run=False, **kw)  # type: ignore[arg-type]
     except DeltaError as exc:  # e.g. a writer feature of another Delta writer that delta-rs lacks
-        exc = str(exc).strip().splitlines()[0]  # type: ignore[assignment]
-        raise InputDataError(f"{path}: the deltalake package cannot vacuum this table ({exc}); nothing was deleted"
-                             if dry_run or not freed.files else
-                             f"{path}: the deltalake package failed while vacuuming ({exc}); "
+        reason = str(exc).strip().splitlines()[0]  # delta-rs appends a Rust backtrace
+        if dry_run or not freed.files:
+            raise InputDataError(f"{path}: the deltalake package cannot vacuum this table ({reason}); nothing was deleted") from None
+        raise InputDataError(f"{path}: the deltalake package failed while vacuuming ({reason}); "
                              "the table's versions are intact, re-run the vacuum") from None
     return freed
 
 
 def _vacuum_parquet(path: Path, retain_s: float, dry_run: bool, now: float) -> Freed:
-    log = path / _PARQUET_LOG
+    log = path / PARQUET_LOG
     entries = sorted(log.glob("*.json"))
     data_of = {}
     for entry in entries:
