@@ -39,6 +39,18 @@ class AggInput:
     # The value column's Spark type, e.g. "double" (None: unknown, for callers that never map events).
     value_type: str | None = None
 
+    def mapped_type(self, aggregation: str) -> str:
+        """`value_type`, which mapping events needs (it picks engine-identical conversions)."""
+        if self.value_type is None:
+            raise ValueError(f"map_sql of {aggregation} needs AggInput.value_type (the value column's type)")
+        return self.value_type
+
+
+def decimal_to_double(sql: str) -> str:
+    """A DECIMAL as the nearest DOUBLE, the same on both engines: Sail's plain cast is not
+    correctly rounded, and the exact decimal string parses to the nearest double on both."""
+    return f"CAST(CAST({sql} AS STRING) AS DOUBLE)"
+
 
 @dataclass(frozen=True)
 class PyEvent:

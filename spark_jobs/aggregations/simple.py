@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from spark_jobs.aggregations.base import AggInput, Aggregation, PyEvent, none_or
+from spark_jobs.aggregations.base import AggInput, Aggregation, PyEvent, decimal_to_double, none_or
 
 
 class Count(Aggregation):
@@ -54,18 +54,11 @@ _FLOAT_TO_EXACT = (
 )
 
 
-def exact_sql(x: AggInput) -> str:
+def exact_sql(x: AggInput, aggregation: str) -> str:
     """`x.value` as EXACT, the same on both engines."""
-    if x.value_type is None:
-        raise ValueError("map_sql of sum/avg needs AggInput.value_type (the value column's type)")
-    if x.value_type in ("double", "float"):
+    if x.mapped_type(aggregation) in ("double", "float"):
         return _FLOAT_TO_EXACT.format(v=x.value, exact=EXACT)
     return f"CAST({x.value} AS {EXACT})"
-
-
-def exact_to_double(s: str) -> str:
-    """An EXACT part as the nearest DOUBLE, the same on both engines."""
-    return f"CAST(CAST({s} AS STRING) AS DOUBLE)"
 
 
 class Sum(Aggregation):
@@ -76,13 +69,13 @@ class Sum(Aggregation):
     parts = ("s",)
 
     def map_sql(self, x: AggInput) -> dict[str, str]:
-        return {"s": f"sum(CASE WHEN {x.cond} THEN {exact_sql(x)} END)"}
+        return {"s": f"sum(CASE WHEN {x.cond} THEN {exact_sql(x, self.name)} END)"}
 
     def combine_sql(self, part: dict[str, str], x: AggInput) -> dict[str, str]:
         return {"s": f"sum({part['s']})"}
 
     def finalize_sql(self, part: dict[str, str], x: AggInput) -> str:
-        return exact_to_double(part["s"])
+        return decimal_to_double(part["s"])
 
     def py_map(self, events: list[PyEvent], x: AggInput) -> dict[str, Any]:
         return {"s": float(sum(e.value for e in events)) if events else None}
@@ -139,7 +132,7 @@ class Avg(Aggregation):
 
     def map_sql(self, x: AggInput) -> dict[str, str]:
         return {
-            "s": f"sum(CASE WHEN {x.cond} THEN {exact_sql(x)} END)",
+            "s": f"sum(CASE WHEN {x.cond} THEN {exact_sql(x, self.name)} END)",
             "n": f"CAST(sum(CASE WHEN {x.cond} THEN 1 ELSE 0 END) AS BIGINT)",
         }
 
@@ -147,7 +140,7 @@ class Avg(Aggregation):
         return {"s": f"sum({part['s']})", "n": f"CAST(sum({part['n']}) AS BIGINT)"}
 
     def finalize_sql(self, part: dict[str, str], x: AggInput) -> str:
-        return f"CASE WHEN {part['n']} > 0 THEN {exact_to_double(part['s'])} / {part['n']} END"
+        return f"CASE WHEN {part['n']} > 0 THEN {decimal_to_double(part['s'])} / {part['n']} END"
 
     def py_map(self, events: list[PyEvent], x: AggInput) -> dict[str, Any]:
         if not events:

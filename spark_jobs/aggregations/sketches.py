@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from spark_jobs.aggregations.base import AggInput, Aggregation, PyEvent
+from spark_jobs.aggregations.base import AggInput, Aggregation, PyEvent, decimal_to_double
 
 # Sized for the contract's accuracy with a wide margin, not for the typical case: below K the
 # answer is exact, so 10k distinct values are counted exactly (contract: <= 2% error), and above
@@ -113,10 +113,8 @@ class ApproxQuantile(Aggregation):
     parts = ("q",)
 
     def map_sql(self, x: AggInput) -> dict[str, str]:
-        if x.value_type is None:
-            raise ValueError("map_sql of approx_quantile needs AggInput.value_type (the value column's type)")
-        # Sail's DECIMAL -> DOUBLE is not correctly rounded; through the exact string both engines agree.
-        value = f"CAST(CAST({x.value} AS STRING) AS DOUBLE)" if x.value_type.startswith("decimal") else f"CAST({x.value} AS DOUBLE)"
+        decimal = x.mapped_type(self.name).startswith("decimal")
+        value = decimal_to_double(x.value) if decimal else f"CAST({x.value} AS DOUBLE)"
         item = f"named_struct('h', {x.sample_hash}, 'v', {value})"
         return {"q": f"slice(array_sort(collect_list(CASE WHEN {x.cond} THEN {item} END)), 1, {QUANTILE_K})"}
 
