@@ -140,13 +140,12 @@ class Warehouse:
         data = _one_file_per_partition(df.filter(predicate), partition_by)
         if rebuild:
             with self.lock(table):
-                self._lineage_pending(table, lineage)
+                self._lineage_pending(table, lineage, stored_lineage(self.path(table), self.format, settle=True))
                 result = self.overwrite(table, data, partition_by)
                 self._record_lineage(table, lineage)
             return result
         with self.lock(table):
-            self.check_lineage(table, lineage, settle=True)
-            self._lineage_pending(table, lineage)
+            self._lineage_pending(table, lineage, self.check_lineage(table, lineage, settle=True))
             if self.format == "delta":
 
                 def commit() -> None:  # re-checks the table on each attempt: it may have appeared
@@ -185,41 +184,38 @@ class Warehouse:
         """Exclusive write access to `table` (re-entrant in this process)."""
         return table_lock(self.root / "_locks", table, timeout_s=self.lock_timeout_s, on_wait=on_wait)
 
-    def check_lineage(self, table: str, lineage: Lineage | None, *, settle: bool = False) -> None:
+    def check_lineage(self, table: str, lineage: Lineage | None, *, settle: bool = False) -> Lineage | None:
         """Refuse to add rows built from another definition than the table's (see `defs.lineage`).
 
-        With `settle` (only under the table's lock) a pending lineage is resolved in the file.
+        Returns the table's lineage. With `settle` (only under the table's lock) a pending
+        lineage is resolved in the file.
         """
         if lineage is None:
-            return
+            return None
         stored = stored_lineage(self.path(table), self.format, settle=settle)
         if stored is None:  # a new table, or one written before lineage was recorded (adopted on write)
-            return
+            return None
         if fingerprint(stored) != fingerprint(lineage):
             diff = changes(stored, lineage)
             shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
             raise InputDataError(f"table {table} was built from another definition ({shown}). {REBUILD_HINT}")
+        return stored
 
-    def _lineage_pending(self, table: str, lineage: Lineage | None) -> None:
+    def _lineage_pending(self, table: str, lineage: Lineage | None, old: Lineage | None) -> None:
         """Before a commit that may change the lineage: the new one, effective once a commit lands.
 
         Under the lock, the next commit after `after` is this run's; so if the process dies
         between its commit and `_record_lineage`, the table still has the right lineage, and if
-        it dies before committing, the old one stays in force.
+        it dies before committing, the old one stays in force. `old` is the settled lineage.
         """
-        if lineage is None:
+        if lineage is None or (old is not None and fingerprint(old) == fingerprint(lineage)):
             return
-        path = self.path(table)
-        old = stored_lineage(path, self.format, settle=True)
-        if old is not None and fingerprint(old) == fingerprint(lineage):
-            return
-        after = self.version(table)
-        _write_lineage_file(path, {"lineage": old, "pending": {"lineage": lineage, "after": after}})
+        _write_lineage_file(self.path(table), {"lineage": old, "pending": {"lineage": lineage, "after": self.version(table)}})
 
     def _record_lineage(self, table: str, lineage: Lineage | None) -> None:
         """After the commit: `lineage` is the table's."""
         if lineage is not None:
-            _write_lineage_file(self.path(table), {"fingerprint": fingerprint(lineage), "lineage": lineage})
+            _write_settled(self.path(table), lineage)
 
     def check_schema(self, table: str, data: DataFrame) -> None:
         """`data` has the columns of `table` (if it exists); else the definition changed: say how to rebuild."""
@@ -302,7 +298,7 @@ def stored_lineage(path: Path, table_format: str, *, settle: bool = False) -> Li
         if lineage is None:
             (path / LINEAGE_FILE).unlink(missing_ok=True)
         else:
-            _write_lineage_file(path, {"fingerprint": fingerprint(lineage), "lineage": lineage})
+            _write_settled(path, lineage)
     return lineage
 
 
@@ -316,6 +312,10 @@ def _read_lineage_file(path: Path) -> dict | None:
         return None
     except (ValueError, KeyError) as exc:
         raise InputDataError(f"unreadable {path / LINEAGE_FILE} ({exc}); rebuild the table") from None
+
+
+def _write_settled(path: Path, lineage: Lineage) -> None:
+    _write_lineage_file(path, {"fingerprint": fingerprint(lineage), "lineage": lineage})
 
 
 def _write_lineage_file(path: Path, state: dict) -> None:

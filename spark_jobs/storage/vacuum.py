@@ -75,12 +75,11 @@ def vacuum_table(
     with table_lock(root / "_locks", table, timeout_s=lock_timeout_s, on_wait=on_wait):
         # A vacuum commits on Delta: first settle a pending lineage, so its commit is not taken for a write.
         stored_lineage(path, table_format, settle=True)
-        if table_format == "delta":
-            if not any((path / "_delta_log").glob("*.json")):
-                return None
-            return _vacuum_delta(path, retain_hours, dry_run)
-        if not any((path / PARQUET_LOG).glob("*.json")):
+        # Existence by the log's files: opening a damaged Delta log is `_vacuum_delta`'s to report.
+        if not any((path / ("_delta_log" if table_format == "delta" else PARQUET_LOG)).glob("*.json")):
             return None
+        if table_format == "delta":
+            return _vacuum_delta(path, retain_hours, dry_run)
         return _vacuum_parquet(path, retain_hours * 3600.0, dry_run, time.time() if now is None else now)
 
 
@@ -142,7 +141,6 @@ def _vacuum_parquet(path: Path, retain_s: float, dry_run: bool, now: float) -> F
     freed = Freed()
     # Version i was replaced when version i + 1 was committed: the mtime of the next entry.
     doomed = [entry for entry, nxt in zip(entries, entries[1:]) if now - nxt.stat().st_mtime >= retain_s]
-    referenced = {data_of[e] for e in entries if e not in doomed}
     for entry in doomed:
         data = path / data_of[entry]
         freed.add(entry)
@@ -151,9 +149,9 @@ def _vacuum_parquet(path: Path, retain_s: float, dry_run: bool, now: float) -> F
         if not dry_run:
             entry.unlink()  # first the entry: a crash here leaves an orphan folder, never a broken version
             shutil.rmtree(data, ignore_errors=True)
-    doomed_data = {data_of[e] for e in doomed} if dry_run else set()
+    named = set(data_of.values())  # a version's folder, or one just removed with its version
     for folder in sorted(p for p in path.iterdir() if p.is_dir() and _VERSION_FOLDER.fullmatch(p.name)):
-        if folder.name in referenced or folder.name in doomed_data:
+        if folder.name in named:
             continue
         if now - _newest_mtime(folder) >= retain_s:
             freed.add(folder)

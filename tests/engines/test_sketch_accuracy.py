@@ -34,7 +34,7 @@ feature_sets:
 """
 
 
-def _day_values(engine, tmp_path: Path, events: DataFrame) -> dict:  # type: ignore[no-untyped-def]
+def _day_values(tmp_path: Path, events: DataFrame) -> dict:
     """Each key's day value of `d` and `q`, computed 5m -> 1h -> 1d like a backfill."""
     fs = load(write_defs(tmp_path, DEFS), tmp_path).feature_sets["s"]
     blocks = build_blocks(events, fs)
@@ -73,7 +73,7 @@ def _events(engine, n: int, distinct: dict[str, int]) -> DataFrame:  # type: ign
 def test_distinct_counts_meet_the_contract(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ten_k = {f"ten_k_{i}": 10_000 for i in range(8)}  # at K = 4096, about 1 in 10 of these missed 2%
     cases = {**ten_k, "below_k": ACD_K - 1, "above_k": 3 * ACD_K}
-    got = _day_values(engine, tmp_path, _events(engine, 3 * ACD_K + 1, cases))
+    got = _day_values(tmp_path, _events(engine, 3 * ACD_K + 1, cases))
     errors = {k: abs(got[k]["d"] - 10_000) / 10_000 for k in ten_k}
     assert max(errors.values()) <= 0.02, errors
     assert got["below_k"]["d"] == ACD_K - 1, "exact below K"
@@ -83,7 +83,7 @@ def test_distinct_counts_meet_the_contract(engine, tmp_path: Path) -> None:  # t
 def test_quantile_rank_error_within_one_percent(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     n, keys = 60_000, [f"x{i}" for i in range(4)]  # at K = 4096, about 1 in 5 of these missed 1%
     events = _events(engine, n, {k: 1 for k in keys})
-    got = _day_values(engine, tmp_path, events)
+    got = _day_values(tmp_path, events)
     rank_of = [F.sum(F.when((F.col("k") == k) & (F.col("x") <= v), 1).otherwise(0)) for k in keys for v in got[k]["q"]]
     counts = events.agg(*rank_of).collect()[0]
     ranks = [counts[i] / n for i in range(len(rank_of))]
