@@ -82,11 +82,16 @@ class ApproxCountDistinct(Aggregation):
 
     def finalize_sql(self, part: dict[str, str], x: AggInput) -> str:
         h = part["h"]
-        kth = f"((CAST(element_at({h}, {ACD_K}) AS DOUBLE) + {_TWO_63}) / {_TWO_64})"
+        return self.estimate_sql(f"size({h})", f"element_at({h}, {ACD_K})", null_if=f"{h} IS NULL")
+
+    @staticmethod
+    def estimate_sql(distinct: str, kth: str, null_if: str = "false") -> str:
+        """The value from the number of distinct hashes seen (capped or not) and the K-th smallest."""
+        u_k = f"((CAST({kth} AS DOUBLE) + {_TWO_63}) / {_TWO_64})"
         return (
-            f"CASE WHEN {h} IS NULL OR size({h}) = 0 THEN NULL "
-            f"WHEN size({h}) < {ACD_K} THEN CAST(size({h}) AS BIGINT) "
-            f"ELSE CAST(round({ACD_K - 1} / {kth}) AS BIGINT) END"
+            f"CASE WHEN {null_if} OR {distinct} = 0 THEN NULL "
+            f"WHEN {distinct} < {ACD_K} THEN CAST({distinct} AS BIGINT) "
+            f"ELSE CAST(round({ACD_K - 1} / {u_k}) AS BIGINT) END"
         )
 
     def py_map(self, events: list[PyEvent], x: AggInput) -> dict[str, Any]:

@@ -34,7 +34,8 @@ from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
 from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time, with_event_time
-from spark_jobs.transforms.pit import cutoff_column, fill_empty, lookup
+from spark_jobs.transforms.pit import cutoff_column, fill_empty
+from spark_jobs.transforms.sweep import point_in_time
 
 ID = "impression_id"
 DATE = "impression_date"
@@ -159,7 +160,10 @@ def _build(
                 *[F.col(quote(ts_def.impression_column(k))).alias(k) for k in fs.key],
             )
             blocks = wh.read(table, version=version)
-            frames[fs_name] = lookup(req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark)
+            # Staged inside the step, so the step's time is the lookup's, and the final join
+            # reads small files instead of re-running it.
+            frames[fs_name] = stage(spark, run.dir / "work" / "features" / fs_name, point_in_time(
+                engine, req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark))
 
     try:
         with run.step(f"{name}: join {len(frames)} frames on {ID}"):

@@ -1,0 +1,1 @@
+"""Compiled inner loops (numba) and their Arrow glue; no pyspark import."""

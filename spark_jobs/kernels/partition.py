@@ -1,0 +1,213 @@
+"""One partition of the point-in-time sweep: Arrow batches in, one row per impression out.
+
+A partition holds rows of two kinds, told apart by `LEVEL`: block rows (the index of their block
+size, 0 = finest) and impression rows (-1). Both carry the feature set's key columns, so a key's
+blocks and the impressions that need them meet in one partition. The function here:
+1. numbers the keys of the partition (exactly, from the key values; no hashing);
+2. sorts the blocks by (key, level, start) and hands numpy views to `kernels.sweep`;
+3. returns, per impression, its id, its window end and each feature's combined parts (or, for
+   last_n, approx_count_distinct and approx_quantile, what their finalize needs), which the
+   DataFrame side finalizes with the aggregation's own SQL.
+No pyspark import: this runs inside Sail's embedded Python and in classic Spark's Python workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spark_jobs.kernels import sweep
+
+LEVEL = "_tw_level"  # block rows: index of the block size (0 = finest); impression rows: -1
+T = "_tw_t"  # block rows: block start; impression rows: floor_g(t) (epoch seconds)
+END = "_tw_end"  # impression rows: end of every window (epoch seconds)
+BATCH_ROWS = 1 << 16
+
+
+@dataclass(frozen=True)
+class RefSpec:
+    """One output feature column and how the sweep computes it."""
+
+    column: str  # output column, `{feature}_{window}`
+    aggregation: str
+    window: int  # seconds
+    parts: tuple[str, ...]  # the block columns it reads, in the aggregation's part order
+    n: int | None = None
+    quantiles: tuple[float, ...] = ()
+    sketch_size: int | None = None
+
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the columns this ref adds to the partition's output."""
+        return tuple(f"{self.column}__{o}" for o in OUTPUTS[self.aggregation])
+
+
+# What the sweep returns per aggregation (the DataFrame side finalizes them).
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "count": ("n",),
+    "sum": ("s",),
+    "avg": ("s", "n"),
+    "min": ("m",),
+    "max": ("m",),
+    "last_n": ("values",),
+    "approx_count_distinct": ("n", "kth"),
+    "approx_quantile": ("values",),
+}
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    keys: tuple[str, ...]
+    sizes: tuple[int, ...]  # block sizes in seconds, finest first
+    id_column: str
+    refs: tuple[RefSpec, ...]
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = list(batches)
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        if table.num_rows == 0:
+            return
+        out = sweep_table(self, table)
+        yield from out.to_batches(max_chunksize=BATCH_ROWS)
+
+
+def key_ids(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
+    """Dense ids of the key values (equal values, equal ids); -1 where any key column is NULL."""
+    codes = []
+    for k in keys:
+        encoded = pc.dictionary_encode(table.column(k)).combine_chunks()
+        codes.append(pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64))
+    if len(codes) == 1:
+        return codes[0]
+    stacked = np.stack(codes, axis=1)
+    null = (stacked < 0).any(axis=1)
+    _, ids = np.unique(stacked, axis=0, return_inverse=True)
+    ids = ids.reshape(-1).astype(np.int64)
+    ids[null] = -1
+    return ids
+
+
+def _ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.fill_null(col, 0).to_numpy().astype(np.int64)
+
+
+def _list_bounds(col: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """(first, last) positions of each row's list in its values (NULL lists are empty), values."""
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    first, last = offsets[:-1].copy(), offsets[1:].copy()
+    null = ~col.is_valid().to_numpy(zero_copy_only=False)
+    last[null] = first[null]
+    return first, last, col.values
+
+
+def _decimal_words(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A decimal128 column as (low uint64, high int64, valid) words."""
+    words = np.frombuffer(col.buffers()[1], dtype=np.uint64)[2 * col.offset : 2 * (col.offset + len(col))]
+    words = words.reshape(-1, 2)
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1]).view(np.int64), valid
+
+
+def _decimal_array(low: np.ndarray, high: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    data = np.empty((len(low), 2), dtype=np.uint64)
+    data[:, 0] = low
+    data[:, 1] = high.view(np.uint64)
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(dtype, len(low), [bitmap, pa.py_buffer(data.tobytes())])
+
+
+def _with_nulls(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    return pa.array(values, type=dtype, mask=~valid)
+
+
+def _lists(values: pa.Array, positions: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """A list array (NULL where a length is 0) of `values` taken at `positions`."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    taken = values.take(pa.array(positions, type=pa.int64()))
+    mask = pa.array(lengths == 0)
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), taken, mask=mask)
+
+
+def sweep_table(plan: SweepPlan, table: pa.Table) -> pa.Table:
+    """The sweep over one partition (see the module docstring)."""
+    level = table.column(LEVEL).to_numpy()
+    keys = key_ids(table, plan.keys)
+    is_block = level >= 0
+    blocks = table.filter(pa.array(is_block))
+    imps = table.filter(pa.array(~is_block))
+    b_key, b_level = keys[is_block], level[is_block].astype(np.int64)
+    b_start = blocks.column(T).to_numpy().astype(np.int64)
+    order = np.lexsort((b_start, b_level, b_key))
+    blocks = blocks.take(pa.array(order)).combine_chunks()
+    b_key, b_level, b_start = b_key[order], b_level[order], b_start[order]
+    n_levels = len(plan.sizes)
+    n_keys = int(keys.max()) + 1 if len(keys) else 0
+    seg = sweep.segments(b_key, b_level, n_keys, n_levels)
+    sizes = np.array(plan.sizes, dtype=np.int64)
+
+    i_key = keys[~is_block]
+    i_floor = _ints(imps.column(T))
+    i_end = _ints(imps.column(END))
+    columns: dict[str, pa.Array] = {
+        plan.id_column: imps.column(plan.id_column).combine_chunks(),
+        END: pa.array(i_end, type=pa.int64()),
+    }
+    covers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for ref in plan.refs:
+        if ref.aggregation == "approx_count_distinct":
+            first, last, values = _list_bounds(blocks.column(ref.parts[0]).combine_chunks())
+            visit = np.lexsort((i_end, i_floor, i_key))
+            n, kth, has_kth = sweep.distinct_sliding(
+                visit, i_key, i_floor - ref.window, i_end, b_start, seg, n_levels,
+                first, last, _ints(values), ref.sketch_size,
+            )
+            columns[ref.outputs()[0]] = pa.array(n, type=pa.int64())
+            columns[ref.outputs()[1]] = _with_nulls(kth, has_kth, pa.int64())
+            continue
+        if ref.window not in covers:
+            covers[ref.window] = sweep.cover_csr(i_key, i_floor - ref.window, i_end, b_start, seg, sizes)
+        ptr, lo, hi = covers[ref.window]
+        parts = [blocks.column(p).combine_chunks() for p in ref.parts]
+        for name, array in zip(ref.outputs(), _combine(ref, ptr, lo, hi, b_start, parts)):
+            columns[name] = array
+    return pa.table(columns)
+
+
+def _combine(ref: RefSpec, ptr: np.ndarray, lo: np.ndarray, hi: np.ndarray, starts: np.ndarray, parts: list[pa.Array]) -> list[pa.Array]:
+    agg = ref.aggregation
+    if agg == "count":
+        return [pa.array(sweep.sum_int(ptr, lo, hi, _ints(parts[0])), type=pa.int64())]
+    if agg in ("sum", "avg"):
+        low, high, valid = _decimal_words(parts[0])
+        s = _decimal_array(*sweep.sum_decimal(ptr, lo, hi, low, high, valid), parts[0].type)
+        if agg == "sum":
+            return [s]
+        return [s, pa.array(sweep.sum_int(ptr, lo, hi, _ints(parts[1])), type=pa.int64())]
+    if agg in ("min", "max"):
+        m = parts[0]
+        rank = pc.rank(m, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
+        rank[~m.is_valid().to_numpy(zero_copy_only=False)] = -1
+        best = sweep.best_rank(ptr, lo, hi, rank, agg == "max")
+        return [m.take(pa.array(best, mask=best < 0))]
+    if agg == "last_n":
+        first, last, values = _list_bounds(parts[0])
+        length, pos = sweep.newest(ptr, lo, hi, starts, first, last, ref.n)
+        flat = pos.reshape(-1, ref.n)[np.arange(ref.n) < length[:, None]]
+        return [_lists(values, flat, length)]
+    if agg == "approx_quantile":
+        first, last, sample = _list_bounds(parts[0])
+        h, v = sample.flatten()
+        qs = np.array(ref.quantiles, dtype=np.float64)
+        valid, out = sweep.sample_quantiles(
+            ptr, lo, hi, first, last, _ints(h), v.to_numpy(zero_copy_only=False).astype(np.float64), ref.sketch_size, qs
+        )
+        nq = len(qs)
+        slots = (np.flatnonzero(valid)[:, None] * nq + np.arange(nq)).ravel()
+        return [_lists(pa.array(out, type=pa.float64()), slots, np.where(valid, nq, 0))]
+    raise ValueError(f"the sweep has no kernel for {agg}")

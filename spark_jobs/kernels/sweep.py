@@ -1,0 +1,366 @@
+"""The point-in-time sweep's inner loops: numba kernels over one partition's blocks.
+
+The SQL assembly (`transforms.pit`) explodes every request into its cover blocks and joins them;
+these kernels do the same arithmetic on sorted arrays, one partition at a time, in the manner
+of Chronon's SawtoothAggregator:
+
+1. The partition's blocks are sorted by (key, level, start); `seg[key * L + level]` is where a
+   key's blocks of one level begin, so the blocks of a level with starts in [lo, hi) are one
+   binary search away.
+2. `cover_csr` turns each impression's window [a, b) into row ranges of that sorted block array:
+   the minimal cover of `plan.windows` (the same pieces, level by level), one range per piece.
+3. Each aggregation combines the rows of those ranges exactly as its SQL `combine` does
+   (integer counts, DECIMAL(38, 9) sums as two 64-bit words, the best rank for min/max, the
+   newest entries for last_n, the bottom-K sample for approx_quantile).
+4. approx_count_distinct does not merge sketches per impression: per key, impressions are taken
+   in window order and a count map over the finest blocks' hashes slides with the window (each
+   block's hashes enter and leave about once), which gives the distinct count directly; the K-th
+   smallest hash is read only for windows holding K or more.
+
+Every kernel is compiled once and cached on disk (`NUMBA_CACHE_DIR`, by default
+`~/.cache/tilewise/numba`), and releases the GIL, so partitions run in parallel inside Sail.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: $NUMBA_CACHE_DIR, else ~/.cache/tilewise/numba."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("NUMBA_CACHE_DIR") or base / "tilewise" / "numba")
+
+
+os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir()))
+
+import numba as nb  # noqa: E402  (reads NUMBA_CACHE_DIR when imported)
+import numpy as np  # noqa: E402
+
+_JIT = {"cache": True, "nogil": True}
+
+
+@nb.njit(**_JIT)
+def _floor(x: int, s: int) -> int:
+    return x - x % s
+
+
+@nb.njit(**_JIT)
+def _ceil(x: int, s: int) -> int:
+    return x + (-x) % s
+
+
+@nb.njit(**_JIT)
+def segments(key: np.ndarray, level: np.ndarray, n_keys: int, n_levels: int) -> np.ndarray:
+    """seg[k * L + l] = first row of key k, level l, in rows sorted by (key, level)."""
+    code = key * n_levels + level
+    return np.searchsorted(code, np.arange(n_keys * n_levels + 1))
+
+
+@nb.njit(**_JIT)
+def cover_csr(imp_key, imp_a, imp_b, starts, seg, sizes):  # type: ignore[no-untyped-def]
+    """Row ranges of the minimal cover of [a, b) for every impression, as CSR.
+
+    Returns (ptr, lo, hi): impression i's ranges are [lo[j], hi[j]) for ptr[i] <= j < ptr[i + 1].
+    Level i fills only the edges around what level i + 1 covers (see `plan.windows`).
+    """
+    n = imp_key.shape[0]
+    n_levels = sizes.shape[0]
+    most = n * (2 * n_levels - 1)
+    lo = np.empty(most, np.int64)
+    hi = np.empty(most, np.int64)
+    ptr = np.zeros(n + 1, np.int64)
+    m = 0
+    for i in range(n):
+        k = imp_key[i]
+        a = imp_a[i]
+        b = imp_b[i]
+        if k >= 0 and a < b:
+            for lv in range(n_levels):
+                s = sizes[lv]
+                lo_l = _ceil(a, s)
+                hi_l = _floor(b, s)
+                if lv < n_levels - 1:
+                    s1 = sizes[lv + 1]
+                    lo_n = _ceil(a, s1)
+                    hi_n = _floor(b, s1)
+                    if lo_n < hi_n:
+                        inner_lo, inner_hi = lo_n, hi_n
+                    else:
+                        inner_lo, inner_hi = hi_l, hi_l
+                    pieces = ((lo_l, inner_lo), (inner_hi, hi_l))
+                else:
+                    pieces = ((lo_l, hi_l), (hi_l, hi_l))
+                base = seg[k * n_levels + lv]
+                top = seg[k * n_levels + lv + 1]
+                if base == top:
+                    continue
+                for p in pieces:
+                    if p[0] < p[1]:
+                        r_lo = base + np.searchsorted(starts[base:top], p[0])
+                        r_hi = base + np.searchsorted(starts[base:top], p[1])
+                        if r_lo < r_hi:
+                            lo[m] = r_lo
+                            hi[m] = r_hi
+                            m += 1
+        ptr[i + 1] = m
+    return ptr, lo[:m], hi[:m]
+
+
+@nb.njit(**_JIT)
+def sum_int(ptr, lo, hi, part):  # type: ignore[no-untyped-def]
+    """Sum of an integer part (NULLs stored as 0) over each impression's cover."""
+    n = ptr.shape[0] - 1
+    out = np.zeros(n, np.int64)
+    for i in range(n):
+        t = 0
+        for j in range(ptr[i], ptr[i + 1]):
+            for r in range(lo[j], hi[j]):
+                t += part[r]
+        out[i] = t
+    return out
+
+
+@nb.njit(**_JIT)
+def sum_decimal(ptr, lo, hi, low, high, valid):  # type: ignore[no-untyped-def]
+    """Exact sum of a DECIMAL(38, s) part given as two's-complement 64-bit words (low, high).
+
+    Like SQL `sum`, NULL parts are skipped and the result is NULL when every part was.
+    """
+    n = ptr.shape[0] - 1
+    out_low = np.zeros(n, np.uint64)
+    out_high = np.zeros(n, np.int64)
+    out_valid = np.zeros(n, np.bool_)
+    for i in range(n):
+        acc_low = np.uint64(0)
+        acc_high = np.int64(0)
+        seen = False
+        for j in range(ptr[i], ptr[i + 1]):
+            for r in range(lo[j], hi[j]):
+                if valid[r]:
+                    new_low = acc_low + low[r]
+                    carry = np.int64(1) if new_low < acc_low else np.int64(0)
+                    acc_high = acc_high + high[r] + carry
+                    acc_low = new_low
+                    seen = True
+        out_low[i] = acc_low
+        out_high[i] = acc_high
+        out_valid[i] = seen
+    return out_low, out_high, out_valid
+
+
+@nb.njit(**_JIT)
+def best_rank(ptr, lo, hi, rank, largest):  # type: ignore[no-untyped-def]
+    """Row of the smallest (or largest) non-NULL rank (rank < 0 is NULL) per impression, -1 if none."""
+    n = ptr.shape[0] - 1
+    out = np.full(n, -1, np.int64)
+    for i in range(n):
+        best = -1
+        for j in range(ptr[i], ptr[i + 1]):
+            for r in range(lo[j], hi[j]):
+                x = rank[r]
+                if x < 0:
+                    continue
+                if best < 0 or (x > rank[best] if largest else x < rank[best]):
+                    best = r
+        out[i] = best
+    return out
+
+
+@nb.njit(**_JIT)
+def _cover_rows(ptr, lo, hi, i, buf):  # type: ignore[no-untyped-def]
+    m = 0
+    for j in range(ptr[i], ptr[i + 1]):
+        for r in range(lo[j], hi[j]):
+            buf[m] = r
+            m += 1
+    return m
+
+
+@nb.njit(**_JIT)
+def newest(ptr, lo, hi, starts, first, last, n):  # type: ignore[no-untyped-def]
+    """last_n: positions in the blocks' list values of the `n` newest entries per impression.
+
+    Each block's list is already newest first and blocks do not overlap in time, so the window's
+    newest entries are the blocks' lists read from the latest block back.
+    Returns (length per impression, positions: n slots per impression).
+    """
+    count = ptr.shape[0] - 1
+    length = np.zeros(count, np.int64)
+    pos = np.zeros(count * n, np.int64)
+    for i in range(count):
+        m = 0
+        for j in range(ptr[i], ptr[i + 1]):
+            m += hi[j] - lo[j]
+        rows = np.empty(m, np.int64)
+        m = 0
+        for j in range(ptr[i], ptr[i + 1]):
+            for r in range(lo[j], hi[j]):
+                rows[m] = r
+                m += 1
+        k = 0
+        for o in np.argsort(-starts[rows]):
+            r = rows[o]
+            for p in range(first[r], min(last[r], first[r] + n - k)):
+                pos[i * n + k] = p
+                k += 1
+            if k == n:
+                break
+        length[i] = k
+    return length, pos
+
+
+@nb.njit(**_JIT)
+def sample_quantiles(ptr, lo, hi, first, last, h, v, k_max, qs):  # type: ignore[no-untyped-def]
+    """approx_quantile: the bottom-k sample (by (hash, value)) of the cover, then nearest rank.
+
+    Returns (valid per impression, values: len(qs) slots per impression).
+    """
+    count = ptr.shape[0] - 1
+    nq = qs.shape[0]
+    valid = np.zeros(count, np.bool_)
+    out = np.zeros(count * nq, np.float64)
+    for i in range(count):
+        total = 0
+        for j in range(ptr[i], ptr[i + 1]):
+            for r in range(lo[j], hi[j]):
+                total += last[r] - first[r]
+        if total == 0:
+            continue
+        hs = np.empty(total, np.int64)
+        vs = np.empty(total, np.float64)
+        m = 0
+        for j in range(ptr[i], ptr[i + 1]):
+            for r in range(lo[j], hi[j]):
+                for p in range(first[r], last[r]):
+                    hs[m] = h[p]
+                    vs[m] = v[p]
+                    m += 1
+        if total > k_max:
+            cut = np.partition(hs, k_max - 1)[k_max - 1]
+            below = hs < cut
+            n_below = below.sum()
+            at = np.sort(vs[hs == cut])
+            vs = np.concatenate((vs[below], at[: k_max - n_below]))
+        values = np.sort(vs)
+        size = values.shape[0]
+        for q in range(nq):
+            rank = int(np.ceil(qs[q] * size - 1e-9))
+            out[i * nq + q] = values[max(1, rank) - 1]
+        valid[i] = True
+    return valid, out
+
+
+@nb.njit(**_JIT)
+def _slot(table, used, h, mask):  # type: ignore[no-untyped-def]
+    """Open addressing with linear probing: the slot holding `h`, or the free slot it would take."""
+    s = h & mask
+    while used[s] and table[s] != h:
+        s = (s + 1) & mask
+    return s
+
+
+@nb.njit(**_JIT)
+def _enter(first, last, hashes, mask, table, used, counts, touched, n_touched, distinct):  # type: ignore[no-untyped-def]
+    """Add one block's hashes to the count map; returns (n_touched, distinct)."""
+    for p in range(first, last):
+        s = _slot(table, used, hashes[p], mask)
+        if not used[s]:
+            used[s] = True
+            table[s] = hashes[p]
+            touched[n_touched] = s
+            n_touched += 1
+        counts[s] += 1
+        if counts[s] == 1:
+            distinct += 1
+    return n_touched, distinct
+
+
+@nb.njit(**_JIT)
+def _leave(first, last, hashes, mask, table, used, counts, distinct):  # type: ignore[no-untyped-def]
+    """Remove one block's hashes (each was entered before); returns distinct."""
+    for p in range(first, last):
+        s = _slot(table, used, hashes[p], mask)
+        counts[s] -= 1
+        if counts[s] == 0:
+            distinct -= 1
+    return distinct
+
+
+@nb.njit(**_JIT)
+def distinct_sliding(order, imp_key, imp_a, imp_b, starts, seg, n_levels, first, last, hashes, k_max):  # type: ignore[no-untyped-def]
+    """approx_count_distinct over the finest blocks, with a count map that slides per key.
+
+    `order` visits impressions by (key, window start, window end). For each, the window's
+    finest-block rows [wl, wr) are reached from the previous window by adding and removing whole
+    blocks; the map counts, per hash, how many blocks of the window hold it.
+    Returns (distinct hashes, K-th smallest hash, has K-th) per impression. Each block's hashes
+    are the K smallest of its values, so below K distinct the count is exact, and at K or more
+    the K-th smallest of the union is the K-th smallest of all values (bottom-K is mergeable).
+    """
+    n = imp_key.shape[0]
+    out_n = np.zeros(n, np.int64)
+    out_kth = np.zeros(n, np.int64)
+    has_kth = np.zeros(n, np.bool_)
+    n_keys = (seg.shape[0] - 1) // n_levels
+    cap = 16
+    for k in range(n_keys):
+        total = 0
+        for r in range(seg[k * n_levels], seg[k * n_levels + 1]):
+            total += last[r] - first[r]
+        while cap < 2 * total:
+            cap *= 2
+    mask = cap - 1
+    table = np.zeros(cap, np.int64)
+    used = np.zeros(cap, np.bool_)
+    counts = np.zeros(cap, np.int64)
+    touched = np.empty(cap, np.int64)
+    n_touched = 0
+    cur = -1
+    wl = 0
+    wr = 0
+    distinct = 0
+    for idx in range(n):
+        i = order[idx]
+        k = imp_key[i]
+        if k < 0 or imp_a[i] >= imp_b[i]:
+            continue
+        base = seg[k * n_levels]
+        top = seg[k * n_levels + 1]
+        new_l = base + np.searchsorted(starts[base:top], imp_a[i])
+        new_r = base + np.searchsorted(starts[base:top], imp_b[i])
+        if k != cur:
+            for u in range(n_touched):
+                used[touched[u]] = False
+                counts[touched[u]] = 0
+            n_touched = 0
+            distinct = 0
+            cur = k
+            wl = new_l
+            wr = new_l
+        # Grow to the union of the old and new windows, then shrink to the new one: the window
+        # stays one run of rows, so nothing leaves that has not entered.
+        while wr < new_r:
+            n_touched, distinct = _enter(first[wr], last[wr], hashes, mask, table, used, counts, touched, n_touched, distinct)
+            wr += 1
+        while wl > new_l:
+            wl -= 1
+            n_touched, distinct = _enter(first[wl], last[wl], hashes, mask, table, used, counts, touched, n_touched, distinct)
+        while wl < new_l:
+            distinct = _leave(first[wl], last[wl], hashes, mask, table, used, counts, distinct)
+            wl += 1
+        while wr > new_r:
+            wr -= 1
+            distinct = _leave(first[wr], last[wr], hashes, mask, table, used, counts, distinct)
+        out_n[i] = distinct
+        if distinct >= k_max:
+            live = np.empty(distinct, np.int64)
+            m = 0
+            for u in range(n_touched):
+                if counts[touched[u]] > 0:
+                    live[m] = table[touched[u]]
+                    m += 1
+            out_kth[i] = np.partition(live, k_max - 1)[k_max - 1]
+            has_kth[i] = True
+    return out_n, out_kth, has_kth

@@ -1,0 +1,183 @@
+"""Point-in-time features by a per-key sorted sweep (`kernels.sweep`), instead of a join per request.
+
+Same contract as `transforms.pit.lookup`, which stays the reference it is tested against:
+impressions and the blocks they can need are put in one frame, repartitioned by key, and each
+partition runs `kernels.partition.SweepPlan` in `mapInArrow`; what comes back is finalized with
+each aggregation's own SQL, so the last step is the same expression on both paths.
+
+Sail drops a `sortWithinPartitions` before `mapInArrow`, so the kernels sort for themselves.
+Timestamps never cross into Python (Arrow time zones differ between the engines): window bounds
+are epoch seconds, and timestamp values of min/max/last_n travel as epoch microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_jobs.aggregations import REGISTRY
+from spark_jobs.aggregations.sketches import ApproxCountDistinct
+from spark_jobs.defs.models import Feature, FeatureRef, FeatureSet
+from spark_jobs.engine.session import Engine
+from spark_jobs.kernels.partition import END, LEVEL, OUTPUTS, T as START, RefSpec, SweepPlan
+from spark_jobs.transforms.blocks import agg_input, part_column, quote
+from spark_jobs.transforms.pit import END as PIT_END, T_FLOOR, cutoff_column, lookup, with_window_bounds
+
+SUPPORTED = frozenset(OUTPUTS)
+
+
+def point_in_time(
+    engine: Engine,
+    impressions: DataFrame,
+    blocks: DataFrame,
+    fs: FeatureSet,
+    refs: Sequence[FeatureRef],
+    *,
+    id_column: str,
+    ts: str,
+    watermark: str | None,
+) -> DataFrame:
+    """The point-in-time lookup a training set runs: the sweep, or the SQL assembly where the
+    sweep has no kernel for an aggregation."""
+    if all(r.feature_set == fs.name for r in refs) and {fs.feature(r.feature).aggregation for r in refs} <= SUPPORTED:
+        return sweep_lookup(
+            impressions, blocks, fs, refs, id_column=id_column, ts=ts, watermark=watermark,
+            partitions=sweep_partitions(engine),
+        )
+    return lookup(impressions, blocks, fs, refs, id_column=id_column, ts=ts, watermark=watermark)
+
+
+def sweep_partitions(engine: Engine) -> int:
+    """Partitions of the sweep: a few per core, so skewed keys spread and each stays small."""
+    if engine.name == "sail":
+        cores = engine.profile.sail_parallelism or os.cpu_count() or 2
+        return 4 * cores
+    return int(engine.spark.conf.get("spark.sql.shuffle.partitions") or 200)
+
+
+def sweep_lookup(
+    impressions: DataFrame,
+    blocks: DataFrame,
+    fs: FeatureSet,
+    refs: Sequence[FeatureRef],
+    *,
+    id_column: str,
+    ts: str,
+    watermark: str | None,
+    partitions: int,
+) -> DataFrame:
+    """`id_column`, `{fs}_cutoff` and one column per ref, as `transforms.pit.lookup` returns them."""
+    features = {f.name: f for f in fs.features}
+    schema = {f.name: f.dataType for f in blocks.schema.fields}
+    req = with_window_bounds(impressions, fs, ts, watermark)
+    lo_hi = req.agg(F.min(T_FLOOR), F.max(PIT_END)).collect()[0]
+    longest = max(r.window.seconds for r in refs)
+    lo, hi = (lo_hi[0] or 0) - longest, lo_hi[1] or 0
+
+    parts = sorted({part_column(features[r.feature], p) for r in refs for p in REGISTRY[features[r.feature].aggregation].parts})
+    carried = {p: _carried(p, schema[p]) for p in parts}
+    id_type = impressions.schema[id_column].dataType
+    level = "CASE block_size " + " ".join(f"WHEN {d.seconds} THEN {i}" for i, d in enumerate(fs.block_sizes)) + " END"
+    block_rows = blocks.filter(
+        (F.col("block_date") >= F.expr(f"to_date(timestamp_seconds({lo}))"))
+        & (F.col("block_date") <= F.expr(f"to_date(timestamp_seconds({hi}))"))
+        & (F.expr(f"unix_seconds(block_start)") >= lo)
+        & (F.expr(f"unix_seconds(block_start)") < hi)
+    ).select(
+        *[quote(k) for k in fs.key],
+        F.expr(level).cast("int").alias(LEVEL),
+        F.expr("unix_seconds(block_start)").alias(START),
+        F.lit(None).cast("bigint").alias(END),
+        F.lit(None).cast(id_type).alias(id_column),
+        *[F.expr(sql).alias(p) for p, (sql, _) in carried.items()],
+    )
+    imp_rows = req.select(
+        *[F.col(quote(k)).cast(schema[k]).alias(k) for k in fs.key],
+        F.lit(-1).alias(LEVEL),
+        F.col(T_FLOOR).cast("bigint").alias(START),
+        F.col(PIT_END).cast("bigint").alias(END),
+        F.col(quote(id_column)),
+        *[F.lit(None).cast(t).alias(p) for p, (_, t) in carried.items()],
+    )
+    specs = tuple(_spec(r, features[r.feature], fs) for r in refs)
+    plan = SweepPlan(tuple(fs.key), tuple(d.seconds for d in fs.block_sizes), id_column, specs)
+    out_schema = T.StructType(
+        [T.StructField(id_column, id_type), T.StructField(END, T.LongType())]
+        + [T.StructField(name, dtype) for s in specs for name, dtype in _out_types(s, carried).items()]
+    )
+    swept = (
+        block_rows.unionByName(imp_rows)
+        .repartition(partitions, *[F.col(quote(k)) for k in fs.key])
+        .mapInArrow(plan, out_schema)
+    )
+    return swept.select(
+        quote(id_column),
+        F.expr(f"timestamp_seconds({END})").alias(cutoff_column(fs.name)),
+        *[F.expr(_finalize(s, features[r.feature], fs, schema)).alias(r.column) for s, r in zip(specs, refs)],
+    )
+
+
+def _carried(part: str, dtype: T.DataType) -> tuple[str, T.DataType]:
+    """How a block column enters the sweep: SQL over the block row, and the type it has there.
+
+    last_n parts lose their timestamps (blocks are newest first already), and timestamps become
+    epoch microseconds.
+    """
+    col = quote(part)
+    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.StructType) and "ts" in dtype.elementType.names:
+        v = dtype.elementType["v"].dataType
+        if isinstance(v, T.TimestampType):
+            return f"transform({col}, e -> unix_micros(e.v))", T.ArrayType(T.LongType())
+        return f"transform({col}, e -> e.v)", T.ArrayType(v)
+    if isinstance(dtype, T.TimestampType):
+        return f"unix_micros({col})", T.LongType()
+    return col, dtype
+
+
+def _spec(ref: FeatureRef, feature: Feature, fs: FeatureSet) -> RefSpec:
+    agg = REGISTRY[feature.aggregation]
+    return RefSpec(
+        column=ref.column,
+        aggregation=agg.name,
+        window=ref.window.seconds,
+        parts=tuple(part_column(feature, p) for p in agg.parts),
+        n=feature.n,
+        quantiles=tuple(feature.quantiles or ()),
+        sketch_size=agg.sketch_size,
+    )
+
+
+def _out_types(spec: RefSpec, carried: dict[str, tuple[str, T.DataType]]) -> dict[str, T.DataType]:
+    part_types = [carried[p][1] for p in spec.parts]
+    by_agg: dict[str, list[T.DataType]] = {
+        "count": [T.LongType()],
+        "sum": [part_types[0]],
+        "avg": [part_types[0], T.LongType()],
+        "min": [part_types[0]],
+        "max": [part_types[0]],
+        "last_n": [part_types[0]],
+        "approx_count_distinct": [T.LongType(), T.LongType()],
+        "approx_quantile": [T.ArrayType(T.DoubleType())],
+    }
+    return dict(zip(spec.outputs(), by_agg[spec.aggregation]))
+
+
+def _finalize(spec: RefSpec, feature: Feature, fs: FeatureSet, schema: dict[str, T.DataType]) -> str:
+    """The feature value from the sweep's output, through the aggregation's own finalize SQL."""
+    out = {o: quote(name) for o, name in zip(OUTPUTS[spec.aggregation], spec.outputs())}
+    agg = REGISTRY[spec.aggregation]
+    if spec.aggregation == "approx_count_distinct":
+        return ApproxCountDistinct.estimate_sql(out["n"], out["kth"])
+    if spec.aggregation in ("last_n", "approx_quantile"):
+        value = out["values"]
+        stored = schema[spec.parts[0]]
+        if spec.aggregation == "last_n" and isinstance(stored.elementType["v"].dataType, T.TimestampType):  # type: ignore[attr-defined]
+            return f"transform({value}, x -> timestamp_micros(x))"
+        return value
+    if spec.aggregation in ("min", "max") and isinstance(schema[spec.parts[0]], T.TimestampType):
+        return f"timestamp_micros({out['m']})"
+    return agg.finalize_sql(out, agg_input(feature, fs))
