@@ -30,8 +30,8 @@ from spark_jobs.defs.models import (
     check_name,
     show,
     unknown_field,
-    view_references,
 )
+from spark_jobs.defs.sql_guard import view_references
 from spark_jobs.errors import DefinitionError
 
 SECTIONS: dict[str, type[Source] | type[FeatureSet] | type[TrainingSet]] = {

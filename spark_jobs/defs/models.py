@@ -7,18 +7,19 @@ defined source name), ``feature_sets`` (valid feature sets by name, to resolve a
 ``fs.feature_window`` strings) and ``invalid_feature_sets`` (names whose problems are reported
 already). Cycles between SQL views are checked by :class:`Definitions`.
 
-Definitions come from many teams, so text that ends up in SQL is checked here too: a view is one
-SELECT over sources, a filter one boolean expression.
+Definitions come from many teams, so text that ends up in SQL is checked too (by
+:mod:`spark_jobs.defs.sql_guard`): a view is one SELECT over sources, a filter one boolean
+expression, and both call only the functions of the allow-list.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -36,6 +37,7 @@ from pydantic import (
 
 from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.durations import Duration, parse_duration
+from spark_jobs.defs.sql_guard import SqlProblems, check_filter, check_view_sql
 
 # Aggregation name -> the parameters it requires (and the only ones it accepts): the registry's.
 AGGREGATIONS: dict[str, tuple[str, ...]] = {name: agg.params for name, agg in REGISTRY.items()}
@@ -139,7 +141,10 @@ def _check_expectation_type(value: str) -> str:
 
 
 def _check_filter(value: str) -> str:
-    return check_filter(value)  # defined below, with the other checks of SQL text
+    try:
+        return check_filter(value)
+    except SqlProblems as exc:
+        raise Invalid(Problem((), f"{show(value)} {problem}") for problem in exc.problems) from None
 
 
 def _defined_source(name: str, info: ValidationInfo) -> str:
@@ -204,8 +209,9 @@ class Source(_Model):
             return None
         try:
             return check_view_sql(sql)
-        except ValueError as exc:
-            raise ValueError(f"{show(info.data.get('sql_file') or 'the view')} {exc}") from None
+        except SqlProblems as exc:
+            file = show(info.data.get("sql_file") or "the view")
+            raise Invalid(Problem((), f"{file} {problem}") for problem in exc.problems) from None
 
     @model_validator(mode="after")
     def _path_or_sql(self) -> Source:
@@ -560,221 +566,3 @@ def _cycles(graph: Mapping[str, Iterable[str]]) -> list[tuple[str, ...]]:
         if node not in done:
             visit(node, [node])
     return cycles
-
-
-# -- SQL text ----------------------------------------------------------------------------------
-# Not a parser: a tokenizer that knows strings, quoted identifiers and comments, enough to
-# refuse statements other than one SELECT and to find the tables a view reads.
-
-_SQL_TOKEN = re.compile(
-    r"""
-      (?P<space>\s+)
-    | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
-    | (?P<string>[rR](?:'[^']*'|"[^"]*")|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-    | (?P<quoted>`(?:[^`]|``)*`)
-    | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<number>[0-9][A-Za-z0-9_.]*)
-    | (?P<symbol>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-
-# Statements other than a query, and commands: never part of a view or a filter.
-_COMMANDS = frozenset(
-    "ALTER ANALYZE CACHE CALL CLEAR COPY CREATE DECLARE DELETE DROP EXECUTE GRANT INSERT LOAD MERGE MSCK"
-    " OPTIMIZE REFRESH RESET RESTORE REVOKE SET TRUNCATE UNCACHE UPDATE USE VACUUM".split()
-)
-# Keywords after which "(" opens a subquery or a group, not the arguments of a function.
-_NOT_CALLS = frozenset(
-    "ALL AND ANY AS BETWEEN BY CASE DISTINCT ELSE EXCEPT EXISTS FROM HAVING IN INTERSECT IS JOIN LATERAL"
-    " LIKE MINUS NOT ON OR RECURSIVE RLIKE SELECT SOME THEN UNION USING VALUES WHEN WHERE WITH".split()
-)
-# Words that end a FROM item (so they are no alias).
-_CLAUSES = frozenset(
-    "ANTI CLUSTER CROSS DISTRIBUTE EXCEPT FULL GROUP HAVING INNER INTERSECT JOIN LATERAL LEFT LIMIT MINUS"
-    " NATURAL OFFSET ON ORDER OUTER PIVOT QUALIFY RIGHT SEMI SORT TABLESAMPLE UNION UNPIVOT USING WHERE"
-    " WINDOW".split()
-)
-# Table-valued functions that read no storage.
-_TABLE_FUNCTIONS = frozenset(
-    "explode explode_outer inline inline_outer json_tuple posexplode posexplode_outer range stack".split()
-)
-
-
-class _Token(NamedTuple):
-    kind: str
-    text: str
-    pos: int
-
-    @property
-    def upper(self) -> str:
-        return self.text.upper() if self.kind == "word" else ""
-
-
-class _SqlError(ValueError):
-    def __init__(self, pos: int, what: str) -> None:
-        super().__init__(what)
-        self.pos = pos
-        self.what = what
-
-
-def _sql_tokens(sql: str, *, comments: bool = True) -> list[_Token]:
-    tokens: list[_Token] = []
-    depth = 0
-    for match in _SQL_TOKEN.finditer(sql):
-        kind, text, pos = match.lastgroup or "symbol", match.group(), match.start()
-        if kind == "space":
-            continue
-        if kind == "comment":
-            if not comments:
-                raise _SqlError(pos, "comments are not allowed here")
-            continue
-        if kind == "symbol" and text in "'\"`":
-            raise _SqlError(pos, f"the quote {text} is never closed")
-        depth += {"(": 1, ")": -1}.get(text, 0)
-        if depth < 0:
-            raise _SqlError(pos, "a ) has no matching (")
-        tokens.append(_Token(kind, text, pos))
-    if depth:
-        raise _SqlError(len(sql), "a ( is never closed")
-    return tokens
-
-
-def _no_commands(tokens: list[_Token], what: str) -> None:
-    for i, token in enumerate(tokens):
-        if token.upper in _COMMANDS and not (i and tokens[i - 1].text == "."):
-            raise _SqlError(token.pos, f"{token.text} is not allowed: {what}")
-
-
-def _line_of(sql: str, pos: int) -> int:
-    return sql.count("\n", 0, pos) + 1
-
-
-def check_view_sql(sql: str) -> str:
-    """Check that `sql` is one SELECT (or WITH ... SELECT); return it without trailing `;`.
-
-    Raises ValueError("line N: what is wrong").
-    """
-    try:
-        tokens = _sql_tokens(sql)
-        end = len(sql)
-        while tokens and tokens[-1].text == ";":
-            end = tokens.pop().pos
-        if not tokens:
-            raise _SqlError(0, "is empty: a view is one SELECT")
-        for token in tokens:
-            if token.text == ";":
-                raise _SqlError(token.pos, "; separates statements: a view is one SELECT")
-        first = next((t for t in tokens if t.text != "("), tokens[0])
-        if first.upper not in ("SELECT", "WITH"):
-            raise _SqlError(first.pos, f"starts with {first.text}: a view is one SELECT (or WITH ... SELECT)")
-        _no_commands(tokens, "a view is one SELECT (no DDL, DML or commands)")
-    except _SqlError as exc:
-        raise ValueError(f"line {_line_of(sql, exc.pos)}: {exc.what}") from None
-    return sql[:end].rstrip()
-
-
-def check_filter(expr: str) -> str:
-    """Check that `expr` is one boolean SQL expression (no statement, subquery, comment or list)."""
-    try:
-        tokens = _sql_tokens(expr, comments=False)
-        if not tokens:
-            raise _SqlError(0, "it is empty")
-        depth = 0
-        for token in tokens:
-            depth += {"(": 1, ")": -1}.get(token.text, 0)
-            if token.text == ";":
-                raise _SqlError(token.pos, "; separates statements")
-            if token.upper in ("SELECT", "FROM"):
-                raise _SqlError(token.pos, "subqueries are not allowed")
-            if token.text == "," and depth == 0:
-                raise _SqlError(token.pos, "a , separates expressions")
-        _no_commands(tokens, "no DDL, DML or commands")
-    except _SqlError as exc:
-        raise ValueError(f"{show(expr)} is not one boolean expression: {exc.what}") from None
-    return expr
-
-
-def view_references(sql: str, sources: Collection[str]) -> tuple[str, ...]:
-    """The sources a view reads (FROM / JOIN), in order of first use.
-
-    Raises ValueError("line N: ...") for any other table: a view reads only sources, its own
-    WITH queries and table functions that read no storage (`range`, `explode`, ...).
-    """
-    tokens = _sql_tokens(sql)
-    ctes = {
-        tokens[i].text.lower()
-        for i in range(len(tokens) - 2)
-        if tokens[i].kind == "word" and tokens[i + 1].upper == "AS" and tokens[i + 2].text == "("
-    }
-    found: dict[str, None] = {}
-    for parts, is_function in _from_items(tokens):
-        written = ".".join(part.text for part in parts)
-        name = ".".join(part.text[1:-1].replace("``", "`") if part.kind == "quoted" else part.text for part in parts)
-        where = f"line {_line_of(sql, parts[0].pos)}"
-        if is_function:
-            if name.lower() not in _TABLE_FUNCTIONS:
-                raise ValueError(f"{where}: the table function {written} is not allowed: a view reads sources by name")
-        elif name.lower() in sources:
-            found[name.lower()] = None
-        elif name.lower() not in ctes:
-            raise ValueError(
-                f"{where}: {written} is not a source: a view reads only sources ({_one_of(sources)})"
-                " and its own WITH queries"
-            )
-    return tuple(found)
-
-
-def _from_items(tokens: list[_Token]) -> Iterator[tuple[list[_Token], bool]]:
-    """(name parts, is a function) of every table after FROM / JOIN, and in its , list."""
-    calls: list[bool] = []  # per open "(": are these the arguments of a function?
-    for i, token in enumerate(tokens):
-        if token.text == "(":
-            before = tokens[i - 1] if i else None
-            calls.append(before is not None and before.kind in ("word", "quoted") and before.upper not in _NOT_CALLS)
-        elif token.text == ")":
-            calls.pop()
-        elif token.upper in ("FROM", "JOIN") and not (calls and calls[-1]):
-            # FROM inside function arguments is EXTRACT(x FROM ts), TRIM(... FROM s): no table.
-            yield from _table_list(tokens, i + 1)
-
-
-def _table_list(tokens: list[_Token], j: int) -> Iterator[tuple[list[_Token], bool]]:
-    while j < len(tokens):
-        token = tokens[j]
-        if token.text == "(":  # a subquery: its own FROM is found by the caller
-            j = _after_parens(tokens, j)
-        elif token.kind in ("word", "quoted") and token.upper not in ("LATERAL", "VALUES"):
-            parts = [token]
-            j += 1
-            while j + 1 < len(tokens) and tokens[j].text == "." and tokens[j + 1].kind in ("word", "quoted"):
-                parts.append(tokens[j + 1])
-                j += 2
-            is_function = j < len(tokens) and tokens[j].text == "("
-            yield parts, is_function
-            if is_function:
-                j = _after_parens(tokens, j)
-        else:
-            return
-        if j < len(tokens) and tokens[j].upper == "TABLESAMPLE" and j + 1 < len(tokens):
-            j = _after_parens(tokens, j + 1)
-        if j < len(tokens) and tokens[j].upper == "AS":
-            j += 1
-        if j < len(tokens) and tokens[j].kind in ("word", "quoted") and tokens[j].upper not in _CLAUSES:
-            j += 1
-            if j < len(tokens) and tokens[j].text == "(":  # column aliases: t(a, b)
-                j = _after_parens(tokens, j)
-        if j < len(tokens) and tokens[j].text == ",":
-            j += 1
-        else:
-            return
-
-
-def _after_parens(tokens: list[_Token], j: int) -> int:
-    """The index after the ")" matching the "(" at `j` (tokens are balanced)."""
-    depth = 0
-    for k in range(j, len(tokens)):
-        depth += {"(": 1, ")": -1}.get(tokens[k].text, 0)
-        if depth == 0:
-            return k + 1
-    return len(tokens)

@@ -27,10 +27,8 @@ from spark_jobs.defs.models import (
     Source,
     TrainingSet,
     Validation,
-    check_filter,
-    check_view_sql,
-    view_references,
 )
+from spark_jobs.defs.sql_guard import SqlProblems, check_filter, check_view_sql, view_references
 from spark_jobs.errors import DefinitionError, InputDataError, TilewiseError, ValidationFailed
 
 # Sources (and one feature set) every case may refer to.
@@ -1030,7 +1028,7 @@ sources:
         ("-- nothing\n", ["is empty"]),
         ("SELECT * FROM clicks", ["views.sql line 1", "clicks is not a source", "sources (engagements, events"]),
         ("SELECT * FROM parquet.`/etc/secrets`", ["parquet.`/etc/secrets` is not a source"]),
-        ("SELECT * FROM read_files('/etc')", ["the table function read_files is not allowed"]),
+        ("SELECT * FROM read_files('/etc')", ["calls read_files()", "is not a function definitions may call"]),
         ("SELECT * FROM events e, other.db", ["other.db is not a source"]),
     ],
 )
@@ -1059,7 +1057,7 @@ def test_views_read_sources_in_dependency_order(tmp_path: Path) -> None:
     """
     a_sql = """\
         -- FROM and JOIN in comments, strings and function calls are no tables: FROM nowhere
-        WITH recent AS (SELECT * FROM Events WHERE ts > now() - INTERVAL 1 DAY)
+        WITH recent AS (SELECT * FROM Events WHERE ts > timestamp_seconds(0) + INTERVAL 1 DAY)
         SELECT extract(hour FROM ts) AS h, trim(BOTH ' ' FROM name) AS n, 'JOIN x; DROP' AS s, `update`
         FROM recent r JOIN `impressions` i ON r.id = i.id, range(3) AS t(x)
         WHERE r.id IN (SELECT id FROM engagements);
