@@ -93,7 +93,7 @@ class _Report:
     def add(self, doc: _Document, loc: Loc, message: str) -> None:
         path = _existing_path(doc.data, loc)
         line = next((doc.lines[path[:k]] for k in range(len(path), -1, -1) if path[:k] in doc.lines), 1)
-        self.at_line(doc.file, line, f" {_dotted(path)}: {message}" if path else f": {message}")
+        self.at_line(doc.file, line, f" {_dotted(path, doc.data)}: {message}" if path else f": {message}")
 
     def raise_any(self) -> None:
         if self._lines:
@@ -111,6 +111,8 @@ class _Loader:
     built: dict[str, dict[str, BaseModel]] = field(default_factory=lambda: {kind: {} for kind in SECTIONS})
     # Names that are defined but invalid: references to them are not reported a second time.
     invalid: dict[str, set[str]] = field(default_factory=lambda: {kind: set() for kind in SECTIONS})
+    # Sections some file holds but not as a mapping: names in them are unknown, so references are not checked.
+    unreadable: set[str] = field(default_factory=set)
 
     def run(self) -> Definitions:
         for path in _yaml_files(self.root):
@@ -119,13 +121,14 @@ class _Loader:
                 self._collect(doc)
         for entry in self.entries["sources"].values():
             self._build(entry, self._source(entry))
-        sources = {"sources": set(self.entries["sources"])}
+        sources = {} if "sources" in self.unreadable else {"sources": set(self.entries["sources"])}
         for entry in self.entries["feature_sets"].values():
             self._build(entry, self._model(entry, sources))
         context = {
             **sources,
             "feature_sets": self.built["feature_sets"],
             "invalid_feature_sets": self.invalid["feature_sets"],
+            "feature_sets_unreadable": "feature_sets" in self.unreadable,
         }
         for entry in self.entries["training_sets"].values():
             self._build(entry, self._model(entry, context))
@@ -177,6 +180,7 @@ class _Loader:
                     self._collect_entry(_Entry(kind, name, raw, doc))
             elif body is not None:
                 self.report.add(doc, (kind,), f"{show(body)} is not valid: {kind} is a mapping of name -> definition")
+                self.unreadable.add(kind)
 
     def _collect_entry(self, entry: _Entry) -> None:
         try:
@@ -213,7 +217,8 @@ class _Loader:
         try:
             return source.model_copy(update={"depends_on": view_references(source.sql, self.entries["sources"])})
         except ValueError as exc:
-            self.report.add(entry.doc, (*entry.loc, "sql"), f"{show(source.sql_file)} {exc}")
+            if "sources" not in self.unreadable:  # else the missing name may be in the unreadable section
+                self.report.add(entry.doc, (*entry.loc, "sql"), f"{show(source.sql_file)} {exc}")
             return None
 
     def _model(self, entry: _Entry, context: dict[str, Any] | None = None) -> BaseModel | None:
@@ -433,11 +438,19 @@ def _existing_path(data: Any, loc: Loc) -> Loc:
     return tuple(path)
 
 
-def _dotted(path: Loc) -> str:
+def _dotted(path: Loc, data: Any = None) -> str:
+    """`path` as written in messages; a list item with a name shows it: ``features[4] (dur_avg)``."""
     text = ""
+    node = data
     for part in path:
+        try:
+            node = node[part] if isinstance(node, (dict, list)) else None
+        except (KeyError, IndexError, TypeError):
+            node = None
         if type(part) is int:
             text += f"[{part}]"
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                text += f" ({show(node['name'])})"
         elif isinstance(part, str) and _PLAIN_KEY.fullmatch(part):
             text += f".{part}" if text else part
         else:

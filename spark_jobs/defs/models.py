@@ -4,8 +4,10 @@ Each model checks its own invariants and reports every problem at the path of th
 fault (see :class:`Invalid`), so the loader can point at file and line. References to other
 entries are checked against the validation context the loader passes: ``sources`` (every
 defined source name), ``feature_sets`` (valid feature sets by name, to resolve a training set's
-``fs.feature_window`` strings) and ``invalid_feature_sets`` (names whose problems are reported
-already). Cycles between SQL views are checked by :class:`Definitions`.
+``fs.feature_window`` strings), ``invalid_feature_sets`` (names whose problems are reported
+already) and ``feature_sets_unreadable`` (a ``feature_sets`` section is no mapping: any name may
+have been in it). A reference whose target is broken is not reported again: one error per
+mistake. Cycles between SQL views are checked by :class:`Definitions`.
 
 Definitions come from many teams, so text that ends up in SQL is checked too (by
 :mod:`spark_jobs.defs.sql_guard`): a view is one SELECT over sources, a filter one boolean
@@ -67,6 +69,14 @@ class Invalid(ValueError):
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems = tuple(problems)
         super().__init__("; ".join(p.message for p in self.problems))
+
+
+class Consequence(Invalid):
+    """Invalid only because of problems reported elsewhere (a broken feature set it refers to):
+    nothing more to say, so the user reads one error per mistake."""
+
+    def __init__(self) -> None:
+        super().__init__(())
 
 
 def _raise_any(problems: list[Problem]) -> None:
@@ -382,6 +392,23 @@ class ExpectationSpec(_Model):
     type: Annotated[str, Field(strict=True), AfterValidator(_check_expectation_type)]
     kwargs: dict[Text, Any] = {}
 
+    @model_validator(mode="after")
+    def _spark_row_condition(self) -> ExpectationSpec:
+        # Great Expectations hands a row_condition to Spark as SQL when condition_parser is spark
+        # (or the condition is a pass_through one): it is a filter like any other.
+        condition = self.kwargs.get("row_condition")
+        loc: Loc = ("kwargs", "row_condition")
+        if isinstance(condition, dict):
+            condition, loc = condition.get("pass_through_filter"), (*loc, "pass_through_filter")
+        elif self.kwargs.get("condition_parser") != "spark":
+            return self
+        if isinstance(condition, str):
+            try:
+                _check_filter(condition)
+            except Invalid as exc:
+                raise Invalid(Problem((*loc, *p.loc), p.message) for p in exc.problems) from None
+        return self
+
 
 class Validation(_Model):
     """The user's data-quality checks of a training set (built-in checks always run besides)."""
@@ -422,7 +449,12 @@ class TrainingSet(_Model):
         context = info.context or {}
         if "feature_sets" not in context or not isinstance(value, (list, tuple)):
             return value
-        return resolve_feature_refs(value, context["feature_sets"], context.get("invalid_feature_sets", ()))
+        if context.get("feature_sets_unreadable"):
+            raise Consequence()
+        refs = resolve_feature_refs(value, context["feature_sets"], context.get("invalid_feature_sets", ()))
+        if value and not refs:
+            raise Consequence()  # every reference is to a broken feature set: not "should not be empty"
+        return refs
 
     @model_validator(mode="after")
     def _known_keys(self, info: ValidationInfo) -> TrainingSet:

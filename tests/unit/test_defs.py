@@ -406,7 +406,7 @@ CASES = [
             aggregation: summ  {MARK}
             column: duration_s
             windows: [1h]"""),
-        "feature_sets.fs.features[1].aggregation", "summ",
+        "feature_sets.fs.features[1] (dur).aggregation", "summ",
         ["is not an aggregation", "count, sum, min, max, avg, last_n, approx_count_distinct, approx_quantile"],
         id="unknown-aggregation",
     ),
@@ -416,7 +416,7 @@ CASES = [
             aggregation: sum
             column: duration_s
             windows: [1h, 7m]  {MARK}"""),
-        "feature_sets.fs.features[1].windows[1]", "7m", ["is not a multiple of the finest block 5m"],
+        "feature_sets.fs.features[1] (dur).windows[1]", "7m", ["is not a multiple of the finest block 5m"],
         id="window-not-multiple-of-finest",
     ),
     pytest.param(
@@ -447,7 +447,7 @@ CASES = [
             name: dur  {MARK}
             aggregation: sum
             windows: [1h]"""),
-        "feature_sets.fs.features[1].column", "missing", ["sum needs the column"],
+        "feature_sets.fs.features[1] (dur).column", "missing", ["sum needs the column"],
         id="missing-column",
     ),
     pytest.param(
@@ -456,7 +456,7 @@ CASES = [
             aggregation: last_n
             column: item_id
             windows: [1h]"""),
-        "feature_sets.fs.features[1].n", "missing", ["last_n needs n"],
+        "feature_sets.fs.features[1] (recent).n", "missing", ["last_n needs n"],
         id="missing-n",
     ),
     pytest.param(
@@ -465,7 +465,7 @@ CASES = [
             aggregation: approx_quantile
             column: duration_s
             windows: [1h]"""),
-        "feature_sets.fs.features[1].quantiles", "missing", ["approx_quantile needs quantiles"],
+        "feature_sets.fs.features[1] (q).quantiles", "missing", ["approx_quantile needs quantiles"],
         id="missing-quantiles",
     ),
     pytest.param(
@@ -475,7 +475,7 @@ CASES = [
             column: duration_s
             n: 3  {MARK}
             windows: [1h]"""),
-        "feature_sets.fs.features[1].n", "3", ["sum has no parameter n"],
+        "feature_sets.fs.features[1] (total).n", "3", ["sum has no parameter n"],
         id="parameter-of-another-aggregation",
     ),
     pytest.param(
@@ -485,7 +485,7 @@ CASES = [
             column: item_id
             n: 0  {MARK}
             windows: [1h]"""),
-        "feature_sets.fs.features[1].n", "0", ["greater than or equal to 1"],
+        "feature_sets.fs.features[1] (recent).n", "0", ["greater than or equal to 1"],
         id="n-below-one",
     ),
     pytest.param(
@@ -495,7 +495,7 @@ CASES = [
             column: duration_s
             quantiles: [0.5, 1.5]  {MARK}
             windows: [1h]"""),
-        "feature_sets.fs.features[1].quantiles[1]", "1.5", ["less than or equal to 1"],
+        "feature_sets.fs.features[1] (q).quantiles[1]", "1.5", ["less than or equal to 1"],
         id="quantile-above-one",
     ),
     pytest.param(
@@ -503,7 +503,7 @@ CASES = [
             name: dur
             aggregation: count
             windows: [1h, 5x]  {MARK}"""),
-        "feature_sets.fs.features[1].windows[1]", "5x", ["is not a duration", "e.g. 5m"],
+        "feature_sets.fs.features[1] (dur).windows[1]", "5x", ["is not a duration", "e.g. 5m"],
         id="bad-duration-text",
     ),
     pytest.param(
@@ -511,7 +511,7 @@ CASES = [
             name: dur
             aggregation: count
             windows: [0m]  {MARK}"""),
-        "feature_sets.fs.features[1].windows[0]", "0m", ["longer than zero"],
+        "feature_sets.fs.features[1] (dur).windows[0]", "0m", ["longer than zero"],
         id="zero-duration",
     ),
     pytest.param(
@@ -519,7 +519,7 @@ CASES = [
             name: dur
             aggregation: count
             windows: [60]  {MARK}"""),
-        "feature_sets.fs.features[1].windows[0]", "60", ["is not a duration"],
+        "feature_sets.fs.features[1] (dur).windows[0]", "60", ["is not a duration"],
         id="duration-without-unit",
     ),
     pytest.param(
@@ -527,7 +527,7 @@ CASES = [
             name: dur
             aggregation: count
             windows: 1h  {MARK}"""),
-        "feature_sets.fs.features[1].windows", "1h", ["should be a list"],
+        "feature_sets.fs.features[1] (dur).windows", "1h", ["should be a list"],
         id="windows-not-a-list",
     ),
     pytest.param(
@@ -535,7 +535,7 @@ CASES = [
             name: dur
             aggregation: count
             windows: []  {MARK}"""),
-        "feature_sets.fs.features[1].windows", "[]", ["should not be empty"],
+        "feature_sets.fs.features[1] (dur).windows", "[]", ["should not be empty"],
         id="no-windows",
     ),
     pytest.param(
@@ -543,7 +543,7 @@ CASES = [
             name: dur
             aggregation: count
             windws: [1h]  {MARK}"""),
-        "feature_sets.fs.features[1].windws", "windws", ["is not a known field", "did you mean windows?",
+        "feature_sets.fs.features[1] (dur).windws", "windws", ["is not a known field", "did you mean windows?",
                                                           "allowed: name, aggregation, column, filter, windows"],
         id="unknown-field",
     ),
@@ -552,7 +552,7 @@ CASES = [
             name: Dur  {MARK}
             aggregation: count
             windows: [1h]"""),
-        "feature_sets.fs.features[1].name", "Dur", ["is not a valid name", "lowercase"],
+        "feature_sets.fs.features[1] (Dur).name", "Dur", ["is not a valid name", "lowercase"],
         id="bad-feature-name",
     ),
     pytest.param(
@@ -560,7 +560,7 @@ CASES = [
             name: views  {MARK}
             aggregation: count
             windows: [1d]"""),
-        "feature_sets.fs.features[1].name", "views", ["is defined twice", "features[0]"],
+        "feature_sets.fs.features[1] (views).name", "views", ["is defined twice", "features[0]"],
         id="duplicate-feature-name",
     ),
     pytest.param(
@@ -574,7 +574,7 @@ CASES = [
               - {{name: views, aggregation: count, windows: [1h]}}  {MARK}
               - {{name: views_1h, aggregation: count, windows: [1d]}}
         """,
-        "feature_sets.fs.features[0].windows[0]", "1h", ["output column views_1h", "name of a feature"],
+        "feature_sets.fs.features[0] (views).windows[0]", "1h", ["output column views_1h", "name of a feature"],
         id="output-column-is-a-feature-name",
     ),
     pytest.param(
@@ -583,7 +583,7 @@ CASES = [
             aggregation: avg
             column: views
             windows: [1h, 60m]  {MARK}"""),
-        "feature_sets.fs.features[1].windows[1]", "60m", ["repeats the window 1h"],
+        "feature_sets.fs.features[1] (views_avg).windows[1]", "60m", ["repeats the window 1h"],
         id="repeated-window",
     ),
     pytest.param(
@@ -592,7 +592,7 @@ CASES = [
             aggregation: count
             filter: "x > 1; DROP TABLE t"  {MARK}
             windows: [1h]"""),
-        "feature_sets.fs.features[1].filter", '"x > 1; DROP TABLE t"', ["is not one boolean expression", ";"],
+        "feature_sets.fs.features[1] (views_avg).filter", '"x > 1; DROP TABLE t"', ["is not one boolean expression", ";"],
         id="filter-with-semicolon",
     ),
     pytest.param(
@@ -601,7 +601,7 @@ CASES = [
             aggregation: count
             filter: "x IN (SELECT id FROM other)"  {MARK}
             windows: [1h]"""),
-        "feature_sets.fs.features[1].filter", "SELECT", ["subqueries are not allowed"],
+        "feature_sets.fs.features[1] (views_avg).filter", "SELECT", ["subqueries are not allowed"],
         id="filter-with-subquery",
     ),
     pytest.param(
@@ -610,7 +610,7 @@ CASES = [
             aggregation: count
             filter: "a > 1, b > 2"  {MARK}
             windows: [1h]"""),
-        "feature_sets.fs.features[1].filter", "a > 1, b > 2", ["separates expressions"],
+        "feature_sets.fs.features[1] (views_avg).filter", "a > 1, b > 2", ["separates expressions"],
         id="filter-with-two-expressions",
     ),
     pytest.param(
@@ -619,7 +619,7 @@ CASES = [
             aggregation: count
             filter: "a > 1 -- b"  {MARK}
             windows: [1h]"""),
-        "feature_sets.fs.features[1].filter", "a > 1 -- b", ["comments are not allowed"],
+        "feature_sets.fs.features[1] (views_avg).filter", "a > 1 -- b", ["comments are not allowed"],
         id="filter-with-comment",
     ),
     pytest.param(
@@ -628,7 +628,7 @@ CASES = [
             aggregation: count
             default: [0]  {MARK}
             windows: [1h]"""),
-        "feature_sets.fs.features[1].default", "[0]", ["is not a valid default"],
+        "feature_sets.fs.features[1] (views_avg).default", "[0]", ["is not a valid default"],
         id="default-not-a-scalar",
     ),
     pytest.param(
@@ -789,7 +789,7 @@ CASES = [
             labels:
               - {{name: clicked, source: clicks, within: 1h}}  {MARK}
         """,
-        "training_sets.t.labels[0].source", "clicks", ["is not a source"],
+        "training_sets.t.labels[0] (clicked).source", "clicks", ["is not a source"],
         id="unknown-label-source",
     ),
     pytest.param(
@@ -803,7 +803,7 @@ CASES = [
                 source: engagements
                 within: 1.5h  {MARK}
         """,
-        "training_sets.t.labels[0].within", "1.5h", ["is not a duration"],
+        "training_sets.t.labels[0] (clicked).within", "1.5h", ["is not a duration"],
         id="bad-within",
     ),
     pytest.param(
@@ -817,7 +817,7 @@ CASES = [
                 source: engagements
                 within: 1h
         """,
-        "training_sets.t.labels[0].name", "Clicked", ["is not a valid name"],
+        "training_sets.t.labels[0] (Clicked).name", "Clicked", ["is not a valid name"],
         id="bad-label-name",
     ),
     pytest.param(
@@ -830,7 +830,7 @@ CASES = [
               - {{name: clicked, source: engagements, within: 1h}}
               - {{name: clicked, source: engagements, within: 1d}}  {MARK}
         """,
-        "training_sets.t.labels[1].name", "clicked", ["is already the name of labels[0]"],
+        "training_sets.t.labels[1] (clicked).name", "clicked", ["is already the name of labels[0]"],
         id="duplicate-label",
     ),
     pytest.param(
@@ -842,7 +842,7 @@ CASES = [
             labels:
               - {{name: views_1h, source: engagements, within: 1h}}  {MARK}
         """,
-        "training_sets.t.labels[0].name", "views_1h", ["is already the column of feature snap.views_1h"],
+        "training_sets.t.labels[0] (views_1h).name", "views_1h", ["is already the column of feature snap.views_1h"],
         id="label-named-like-a-feature-column",
     ),
     pytest.param(
@@ -983,7 +983,7 @@ def test_problems_of_all_files_are_collected_and_sorted(tmp_path: Path) -> None:
     assert [line.split(" ")[0] for line in lines] == [
         "feature_defs/a.yaml:2", "feature_defs/a.yaml:3", "feature_defs/b.yaml:1:", "feature_defs/c.yaml:22"
     ]
-    assert lines[3].endswith("feature_sets.snap.features[0].windows[1]: 7m is not a multiple of the finest block 5m")
+    assert lines[3].endswith("feature_sets.snap.features[0] (views).windows[1]: 7m is not a multiple of the finest block 5m")
 
 
 def test_missing_definitions_folder(tmp_path: Path) -> None:
