@@ -339,14 +339,12 @@ def distinct_sliding(order, imp_key, imp_a, imp_b, starts, seg, n_levels, first,
             cur = k
             wl = new_l
             wr = new_l
-        # Grow to the union of the old and new windows, then shrink to the new one: the window
-        # stays one run of rows, so nothing leaves that has not entered.
+        # Window starts only grow in `order`; ends may step back (watermarks vary). Grow the end
+        # first, then shrink both sides: the window stays one run of rows, so nothing leaves
+        # that has not entered.
         while wr < new_r:
             n_touched, distinct = _enter(first[wr], last[wr], hashes, mask, table, used, counts, touched, n_touched, distinct)
             wr += 1
-        while wl > new_l:
-            wl -= 1
-            n_touched, distinct = _enter(first[wl], last[wl], hashes, mask, table, used, counts, touched, n_touched, distinct)
         while wl < new_l:
             distinct = _leave(first[wl], last[wl], hashes, mask, table, used, counts, distinct)
             wl += 1

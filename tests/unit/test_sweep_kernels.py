@@ -1,0 +1,139 @@
+"""The sweep's partition function against the contract computed from raw events (no Spark).
+
+Random events per key become blocks of three levels the way the backfill builds them (finest
+from events, coarser rolled up with `py_combine`), impressions get random window ends (the
+watermark cases: before, on and after the impression's block, far back), and every output of
+`sweep_table` must equal the answer over the raw events in [start, end). The sketches run at a
+small K so that windows above K (the estimate and the bottom-K sample) are common.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spark_jobs.aggregations import REGISTRY, AggInput, PyEvent
+from spark_jobs.kernels.partition import END, LEVEL, T, RefSpec, SweepPlan, sweep_table
+
+SIZES = (60, 300, 1800)  # finest, then x5, then x6
+K = 4
+N = 3
+QS = (0.0, 0.5, 0.9, 1.0)
+WINDOWS = (60, 420, 1800, 5400)
+X = AggInput(value="v", cond="true", ts="ts", sample_hash="h", n=N, quantiles=QS)
+
+event = st.tuples(st.integers(0, 4), st.integers(0, 7200), st.integers(-5, 9), st.integers(-(2**63), 2**63 - 1))
+
+
+def _blocks(events: list[tuple[int, int, int, int]]) -> list[dict]:
+    """Block rows of every level, as the backfill writes them (coarser from finer)."""
+    rows: list[dict] = []
+    by_block: dict[tuple[int, int], list[PyEvent]] = {}
+    for key, ts, v, h in events:
+        e = PyEvent(ts=ts * 1_000_000 + h % 1000, value=v, sample_hash=h, value_hash=hash(("v", v)) & 0x7FFFFFFFFFFF)
+        by_block.setdefault((key, ts - ts % SIZES[0]), []).append(e)
+    level_parts: dict[tuple[int, int], dict] = {}
+    for (key, start), evs in by_block.items():
+        level_parts[(key, start)] = {name: REGISTRY[name].py_map(evs, X) for name in AGGS}
+        level_parts[(key, start)]["_raw"] = evs
+    levels = [level_parts]
+    for size in SIZES[1:]:
+        coarser: dict[tuple[int, int], dict] = {}
+        for (key, start), parts in levels[-1].items():
+            k = (key, start - start % size)
+            if k not in coarser:
+                coarser[k] = parts
+            else:
+                coarser[k] = {n: REGISTRY[n].py_combine(coarser[k][n], parts[n], X) for n in AGGS}
+        levels.append(coarser)
+    for lv, blocks in enumerate(levels):
+        for (key, start), parts in blocks.items():
+            rows.append({"key": f"k{key}", LEVEL: lv, T: start, **_cut(parts)})
+    return rows
+
+
+AGGS = ("count", "sum", "min", "last_n", "approx_count_distinct", "approx_quantile")
+
+
+def _cut(parts: dict) -> dict:
+    """The stored parts: sketches cut to the test's K, last_n as values, sums as DECIMAL."""
+    h = sorted(parts["approx_count_distinct"]["h"] or [])[:K]
+    q = sorted(parts["approx_quantile"]["q"] or [])[:K]
+    return {
+        "n": parts["count"]["n"] or 0,
+        "s": Decimal(parts["sum"]["s"]).quantize(Decimal("1e-9")) if parts["sum"]["s"] is not None else None,
+        "m": None if parts["min"]["m"] is None else f"v{parts['min']['m'] + 10:02d}",
+        "a": [f"v{v + 10:02d}" for _, v in parts["last_n"]["a"] or []],
+        "h": h,
+        "q": [{"h": hh, "v": float(v)} for hh, v in q],
+    }
+
+
+SCHEMA = pa.schema([
+    ("key", pa.string()), (LEVEL, pa.int32()), (T, pa.int64()), (END, pa.int64()), ("id", pa.int64()),
+    ("n", pa.int64()), ("s", pa.decimal128(38, 9)), ("m", pa.string()), ("a", pa.list_(pa.string())),
+    ("h", pa.list_(pa.int64())), ("q", pa.list_(pa.struct([("h", pa.int64()), ("v", pa.float64())]))),
+])
+
+
+def _plan() -> SweepPlan:
+    refs = []
+    for w in WINDOWS:
+        refs += [
+            RefSpec(f"n_{w}", "count", w, ("n",)),
+            RefSpec(f"s_{w}", "sum", w, ("s",)),
+            RefSpec(f"m_{w}", "min", w, ("m",)),
+            RefSpec(f"a_{w}", "last_n", w, ("a",), n=N),
+            RefSpec(f"h_{w}", "approx_count_distinct", w, ("h",), sketch_size=K),
+            RefSpec(f"q_{w}", "approx_quantile", w, ("q",), quantiles=QS, sketch_size=K),
+        ]
+    return SweepPlan(("key",), SIZES, "id", tuple(refs))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    events=st.lists(event, max_size=150),
+    imps=st.lists(st.tuples(st.integers(-1, 5), st.integers(0, 7500), st.integers(-4000, 400)), min_size=1, max_size=40),
+)
+def test_sweep_equals_raw_events(events, imps) -> None:  # type: ignore[no-untyped-def]
+    g = SIZES[0]
+    imp_rows = []
+    for i, (key, t, lag) in enumerate(imps):
+        floor = t - t % g
+        end = min(floor, (t + lag) - (t + lag) % g)  # watermark t + lag: before, on or after
+        imp_rows.append({"key": None if key < 0 else f"k{key}", LEVEL: -1, T: floor, END: end, "id": i})
+    table = pa.Table.from_pylist(_blocks(events) + imp_rows, schema=SCHEMA)
+    out = sweep_table(_plan(), table).to_pylist()
+    assert [r["id"] for r in out] == list(range(len(imps)))
+    for row, imp in zip(out, imp_rows):
+        assert row[END] == imp[END]
+        for w in WINDOWS:
+            start = imp[T] - w
+            raw = [e for e in events if f"k{e[0]}" == imp["key"] and start <= e[1] < imp[END]]
+            _check(row, w, raw)
+
+
+def _check(row: dict, w: int, raw: list[tuple[int, int, int, int]]) -> None:
+    values = [v for _, _, v, _ in raw]
+    assert row[f"n_{w}__n"] == len(raw)
+    assert row[f"s_{w}__s"] == (Decimal(sum(values)).quantize(Decimal("1e-9")) if raw else None)
+    assert row[f"m_{w}__m"] == (f"v{min(values) + 10:02d}" if raw else None)
+    newest = sorted(((ts * 1_000_000 + h % 1000, v) for _, ts, v, h in raw), reverse=True)[:N]
+    assert row[f"a_{w}__values"] == ([f"v{v + 10:02d}" for _, v in newest] or None)
+    hashes = sorted({hash(("v", v)) & 0x7FFFFFFFFFFF for v in values})
+    if len(hashes) < K:
+        assert row[f"h_{w}__n"] == len(hashes)
+        assert row[f"h_{w}__kth"] is None
+    else:
+        assert row[f"h_{w}__n"] >= K
+        assert row[f"h_{w}__kth"] == hashes[K - 1]
+    sample = sorted((h, float(v)) for _, _, v, h in raw)[:K]
+    if not sample:
+        assert row[f"q_{w}__values"] is None
+    else:
+        vs = sorted(v for _, v in sample)
+        assert row[f"q_{w}__values"] == [vs[max(1, math.ceil(q * len(vs) - 1e-9)) - 1] for q in QS]
