@@ -4,6 +4,7 @@ file, never another exception (a traceback for the user)."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from spark_jobs.defs.loader import load_definitions
 from spark_jobs.defs.models import Definitions
+from spark_jobs.defs.sql_allow_list import BARE_FUNCTIONS, FORBIDDEN
 from spark_jobs.errors import DefinitionError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,3 +134,88 @@ def test_any_sql_view(words: list[str]) -> None:
         }
     }
     _load(yaml.safe_dump(doc), {"v.sql": " ".join(words)})
+
+
+# -- forbidden calls, however they are hidden ----------------------------------------------------
+# A forbidden call is spelled in any casing, quoted or qualified, spaced or commented away from its
+# "(", and wrapped in allowed calls, CASE, lambdas, casts and string concatenation next to strings
+# and comments that look like SQL. It is always refused, naming the function; the same text with
+# an allowed call in its place loads, so the refusals are not an accident of the wrapping.
+
+WRAPPERS = [
+    "abs({})", "coalesce(NULL, {})", "concat('a', {}, 'b')", "'x' || {} || 'y'", "({})", "{} + 1",
+    "CASE WHEN {} IS NULL THEN 1 ELSE 2 END", "transform(array(1), x -> {})", "CAST({} AS STRING)",
+    "{}::STRING", "if(true, {}, NULL)", "named_struct('k', {})", "array({})[0]", "upper('reflect(' || {})",
+    "concat('it\\'s', {})", "concat(\"--\", {})", "concat('/*', {}, '*/')", "concat(r'a\\', {})",
+    "concat(`rand`, {})", "nvl(`current_date x`, {})",
+]
+COMMENTED = ["/* reflect( */ {}", "{} -- rand()\n", "/* /* nested */ rand() */ {}", "{} /* ' */"]
+GAPS = ["", " ", "\n", "\t"]
+COMMENT_GAPS = ["/* x */", "/**/", "-- ( \n", "/* /* */ */"]
+
+
+def _cased(name: str, flips: list[bool]) -> str:
+    return "".join(c.upper() if flip else c for c, flip in zip(name, flips + [False] * len(name)))
+
+
+@st.composite
+def hidden_calls(draw: st.DrawFn, comments: bool) -> tuple[str, str, str]:
+    """(forbidden name, an expression calling it, the same expression calling abs(1) instead)."""
+    name = draw(st.sampled_from(sorted(FORBIDDEN)))
+    spelled = _cased(name, draw(st.lists(st.booleans(), max_size=len(name))))
+    bare = name in BARE_FUNCTIONS and draw(st.booleans())
+    form = draw(st.sampled_from(["plain", "backquoted", "builtin", "system.builtin", "quoted parts"]))
+    if bare and form not in ("plain", "backquoted"):
+        form = "plain"
+    spelled = {
+        "plain": spelled, "backquoted": f"`{spelled}`", "builtin": f"builtin.{spelled}",
+        "system.builtin": f"SyStem.builtin.{spelled}", "quoted parts": f"`system`.`builtin`.`{spelled}`",
+    }[form]
+    args = draw(st.sampled_from(["", "'java.lang.System', 'getProperty', 'user.home'", "1", "'ref' || 'lect'"]))
+    gap = draw(st.sampled_from(GAPS + (COMMENT_GAPS if comments else [])))
+    call = spelled if bare else f"{spelled}{gap}({args})"
+    expr, harmless = call, "abs(1)"
+    for wrapper in draw(st.lists(st.sampled_from(WRAPPERS + (COMMENTED if comments else [])), max_size=6)):
+        expr, harmless = wrapper.format(expr), wrapper.format(harmless)
+    return name, expr, harmless
+
+
+FILTER_DEFS = """\
+sources:
+  events: {path: "${data_root}/e", format: parquet, timestamp: ts}
+feature_sets:
+  fs:
+    source: events
+    key: user_id
+    block_sizes: [5m]
+    features:
+      - {name: hits, aggregation: count, windows: [1h], filter: FILTER}
+"""
+
+
+@FUZZ
+@given(hidden_calls(comments=False))
+def test_a_forbidden_call_never_gets_through_a_filter(case: tuple[str, str, str]) -> None:
+    name, expr, harmless = case
+    result = _load(FILTER_DEFS.replace("FILTER", json.dumps(f"{expr} IS NOT NULL")))
+    assert isinstance(result, DefinitionError), f"{expr} got through"
+    assert "features[0] (hits).filter" in str(result) and name in str(result).lower(), str(result)
+    assert isinstance(_load(FILTER_DEFS.replace("FILTER", json.dumps(f"{harmless} IS NOT NULL"))), Definitions)
+
+
+VIEW_DEFS = """\
+sources:
+  events: {path: "${data_root}/e", format: parquet, timestamp: ts}
+  v: {sql: v.sql, timestamp: ts}
+"""
+
+
+@FUZZ
+@given(hidden_calls(comments=True), st.sampled_from(["SELECT {} AS v FROM events", "SELECT * FROM events WHERE {} IS NULL",
+                                                     "WITH w AS (SELECT *, {} AS v FROM events) SELECT * FROM w"]))
+def test_a_forbidden_call_never_gets_through_a_view(case: tuple[str, str, str], query: str) -> None:
+    name, expr, harmless = case
+    result = _load(VIEW_DEFS, {"v.sql": query.format(expr)})
+    assert isinstance(result, DefinitionError), f"{query.format(expr)} got through"
+    assert "sources.v.sql" in str(result) and name in str(result).lower(), str(result)
+    assert isinstance(_load(VIEW_DEFS, {"v.sql": query.format(harmless)}), Definitions)
