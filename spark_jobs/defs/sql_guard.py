@@ -205,9 +205,9 @@ def _number_end(sql: str, i: int) -> int:
 # Words after which "(" opens syntax (a list, a subquery, a window, a clause), not arguments.
 # None of them names a function that could do harm: what is inside the parentheses is checked.
 _SYNTAX_WORDS = frozenset(
-    "ALL AND ANY AS BETWEEN BY CASE CUBE DISTINCT ELSE ESCAPE EXCEPT EXISTS FOR FROM GROUP GROUPING HAVING ILIKE"
-    " IN INTERSECT IS JOIN LATERAL LIKE MINUS NOT ON OR OVER PARTITION PIVOT QUALIFY RECURSIVE REGEXP RLIKE"
-    " ROLLUP SELECT SETS SOME TABLE TABLESAMPLE THEN UNION UNPIVOT USING VALUES WHEN WHERE WINDOW WITH".split()
+    "ALL AND ANY AS BETWEEN BY CASE CUBE DISTINCT ELSE ESCAPE EXCEPT FOR FROM GROUP HAVING ILIKE IN INTERSECT"
+    " IS JOIN LATERAL MINUS NOT ON OR OVER PARTITION PIVOT QUALIFY RECURSIVE REGEXP ROLLUP SELECT SETS SOME"
+    " TABLE TABLESAMPLE THEN UNION UNPIVOT USING VALUES WHEN WHERE WINDOW WITH".split()
 )
 _BUILTIN = (("builtin",), ("system", "builtin"))
 _NAMES = ("word", "quoted")
@@ -226,7 +226,26 @@ class Call(NamedTuple):
 class Parsed(NamedTuple):
     tokens: list[Token]
     calls: list[Call]
-    call_parens: frozenset[int]  # indexes of the "(" that open a call's arguments
+    call_parens: dict[int, str]  # index of each "(" that opens a call's arguments -> the call's name
+
+    def from_is_syntax(self, i: int) -> bool:
+        """Whether FROM at token `i` is part of an expression (EXTRACT(h FROM ts), IS DISTINCT FROM)."""
+        tokens = self.tokens
+        if i >= 2 and tokens[i - 1].upper == "DISTINCT" and tokens[i - 2].upper in ("IS", "NOT"):
+            return True
+        depth = 0
+        for j in range(i - 1, -1, -1):
+            if tokens[j].text == ")":
+                depth += 1
+            elif tokens[j].text == "(":
+                if depth == 0:
+                    return self.call_parens.get(j) in _FROM_IN_ARGUMENTS
+                depth -= 1
+        return False
+
+
+# Functions whose arguments may hold FROM (and nothing with FROM in it reads a table).
+_FROM_IN_ARGUMENTS = frozenset(("extract", "trim", "btrim", "ltrim", "rtrim", "substring", "substr", "overlay"))
 
 
 def parse(tokens: list[Token]) -> Parsed:
@@ -236,7 +255,7 @@ def parse(tokens: list[Token]) -> Parsed:
     types: set[int] = set()
     casts: list[int] = []  # "(" indexes of open CAST( / TRY_CAST( calls
     calls: list[Call] = []
-    call_parens: set[int] = set()
+    call_parens: dict[int, str] = {}
     n = len(tokens)
     i = 0
     while i < n:
@@ -260,13 +279,13 @@ def parse(tokens: list[Token]) -> Parsed:
             written = ".".join(p.text for p in parts)
             args = 0 if close == end + 1 else commas + 1
             calls.append(Call(parts[-1].name, written, qualifier, tok.pos, args))
-            call_parens.add(end)
+            call_parens[end] = parts[-1].name if not qualifier or qualifier in _BUILTIN else ""
             if parts[-1].name in ("cast", "try_cast") and not qualifier:
                 casts.append(end)
         elif not opens and not dotted and len(parts) == 1 and _is_bare_function(tokens, i, types):
             calls.append(Call(tok.name, tok.text, (), tok.pos, None))
         i = end
-    return Parsed(tokens, calls, frozenset(call_parens))
+    return Parsed(tokens, calls, call_parens)
 
 
 def _is_name(tok: Token) -> bool:
@@ -287,10 +306,10 @@ def _is_call(
     tokens: list[Token], match: dict[int, int], i: int, end: int, parts: list[Token], types: set[int], not_calls: set[int]
 ) -> bool:
     """Whether the name parts[...] followed by "(" at `end` is a function call."""
+    if len(parts) > 1 or tokens[i].kind != "word" or tokens[i].name in FORBIDDEN:
+        return True  # a qualified or quoted name before "(" is always a call, a forbidden one too
     if i in not_calls:
         return False
-    if len(parts) > 1 or tokens[i].kind != "word" or tokens[i].name in FORBIDDEN:
-        return True  # a qualified or quoted name before "(" is always a call
     word = tokens[i].upper
     if word in _SYNTAX_WORDS:
         return False
@@ -523,20 +542,16 @@ def check_filter(expr: str) -> str:
         if not tokens:
             raise SqlError(0, "it is empty")
         parsed = parse(tokens)
-        arguments: list[bool] = []  # per open "(": does it hold a call's arguments?
+        depth = 0
         for i, token in enumerate(tokens):
-            if token.text == "(":
-                arguments.append(i in parsed.call_parens)
-            elif token.text == ")":
-                arguments.pop()
-            elif token.text == ";":
+            depth += {"(": 1, ")": -1}.get(token.text, 0)
+            if token.text == ";":
                 raise SqlError(token.pos, "; separates statements")
-            elif token.upper == "SELECT":
+            if token.upper == "SELECT":
                 raise SqlError(token.pos, "subqueries are not allowed")
-            elif token.upper == "FROM" and not (arguments and arguments[-1]) and tokens[i - 1].upper != "DISTINCT":
-                # FROM belongs in EXTRACT(hour FROM ts), TRIM(x FROM s) and IS DISTINCT FROM only.
+            if token.upper == "FROM" and not parsed.from_is_syntax(i):
                 raise SqlError(token.pos, "FROM is not allowed: a filter reads the columns of its source")
-            elif token.text == "," and not arguments:
+            if token.text == "," and depth == 0:
                 raise SqlError(token.pos, "a , separates expressions")
         _no_commands(tokens, "no DDL, DML or commands")
     except SqlRefused as exc:
@@ -560,7 +575,7 @@ def view_references(sql: str, sources: Collection[str]) -> tuple[str, ...]:
         tokens[i].text.lower()
         for i in range(len(tokens) - 2)
         if tokens[i].kind == "word" and tokens[i + 1].upper == "AS" and tokens[i + 2].text == "("
-    }
+    } | {tokens[i].name for i in _cte_column_lists(tokens, _matching(tokens))}
     found: dict[str, None] = {}
     for parts, is_function in _from_items(tokens):
         written = ".".join(part.text for part in parts)
@@ -581,15 +596,9 @@ def view_references(sql: str, sources: Collection[str]) -> tuple[str, ...]:
 
 def _from_items(tokens: list[Token]) -> Iterator[tuple[list[Token], bool]]:
     """(name parts, is a function) of every table after FROM / JOIN, and in its , list."""
-    call_parens = parse(tokens).call_parens
-    calls: list[bool] = []  # per open "(": are these the arguments of a function?
+    parsed = parse(tokens)
     for i, token in enumerate(tokens):
-        if token.text == "(":
-            calls.append(i in call_parens)
-        elif token.text == ")":
-            calls.pop()
-        elif token.upper in ("FROM", "JOIN") and not (calls and calls[-1]):
-            # FROM inside function arguments is EXTRACT(x FROM ts), TRIM(... FROM s): no table.
+        if token.upper == "JOIN" or (token.upper == "FROM" and not parsed.from_is_syntax(i)):
             yield from _table_list(tokens, i + 1)
 
 

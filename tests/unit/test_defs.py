@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import string
 import tempfile
 import textwrap
@@ -28,7 +29,16 @@ from spark_jobs.defs.models import (
     TrainingSet,
     Validation,
 )
-from spark_jobs.defs.sql_guard import SqlProblems, check_filter, check_view_sql, view_references
+from spark_jobs.defs.sql_allow_list import BARE_FUNCTIONS, FORBIDDEN, allowed_functions
+from spark_jobs.defs.sql_guard import (
+    SqlError,
+    call_problems,
+    check_filter,
+    check_view_sql,
+    parse,
+    tokenize,
+    view_references,
+)
 from spark_jobs.errors import DefinitionError, InputDataError, TilewiseError, ValidationFailed
 
 # Sources (and one feature set) every case may refer to.
@@ -1030,6 +1040,21 @@ sources:
         ("SELECT * FROM parquet.`/etc/secrets`", ["parquet.`/etc/secrets` is not a source"]),
         ("SELECT * FROM read_files('/etc')", ["calls read_files()", "is not a function definitions may call"]),
         ("SELECT * FROM events e, other.db", ["other.db is not a source"]),
+        ("SELECT *\nFROM events\nWHERE reflect('java.lang.System', 'getProperty', 'user.home') IS NOT NULL",
+         ["views.sql line 3", "calls reflect(), which calls into the JVM"]),
+        ("SELECT *, rand() AS r FROM events", ["views.sql line 1", "calls rand(), which differs on every run"]),
+        ("SELECT user_id, collect_list(item_id) AS items FROM events GROUP BY user_id",
+         ["calls collect_list()", "depends on the order rows arrive in"]),
+        ("SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY ts) AS n FROM events", ["calls row_number()"]),
+        ("SELECT *, input_file_name() AS f FROM events", ["calls input_file_name()", "split into files"]),
+        ("SELECT * FROM events WHERE home = '${system:user.home}'", ["${...} is not allowed", "system property"]),
+        ("SELECT * FROM events -- all of them \\\nWHERE rand() < 0.5", ["-- comment may not end with \\"]),
+        ("SELECT TRANSFORM(user_id) USING 'cat' AS (u) FROM events", ["USING 'cat' runs an external program"]),
+        ("SELECT * FROM events TABLESAMPLE (10 PERCENT)", ["TABLESAMPLE picks different rows on every run"]),
+        ("SELECT * FROM events LIMIT 100", ["LIMIT keeps rows that may differ between runs"]),
+        ("SELECT /*+ BROADCAST(events) */ * FROM events", ["hints (/*+ ... */) are not allowed"]),
+        ("SELECT * FROM IDENTIFIER('par' || 'quet.`/etc`')", ["calls IDENTIFIER()", "cannot be checked"]),
+        ("SELECT * FROM events WHERE ts < DATE 'today'", ["uses 'today'", "the time the query runs"]),
     ],
 )
 def test_view_is_one_select_over_sources(tmp_path: Path, sql: str, words: list[str]) -> None:
@@ -1107,6 +1132,213 @@ def test_sql_checks_directly() -> None:
         with pytest.raises(ValueError, match="is not one boolean expression"):
             check_filter(bad)
     assert view_references("SELECT * FROM x LEFT SEMI JOIN y USING (id) WHERE z > 1", {"x", "y", "z"}) == ("x", "y")
+
+
+# -- what filters and views may call -----------------------------------------------------------
+
+
+def filter_case(expr: str) -> str:
+    return feature_case(f"""\
+        name: hits
+        aggregation: count
+        filter: {json.dumps(expr)}  {MARK}
+        windows: [1h]""")
+
+
+@pytest.mark.parametrize(
+    "expr, words",
+    [
+        ("reflect('java.lang.System', 'getProperty', 'user.home') IS NOT NULL", ["calls reflect()", "into the JVM"]),
+        ("java_method('java.lang.Runtime', 'getRuntime') IS NULL", ["calls java_method()", "into the JVM"]),
+        ("`ReFlect`('a', 'b') IS NULL", ["calls `ReFlect`()", "into the JVM"]),
+        ("system.builtin.try_reflect('a', 'b') IS NULL", ["calls system.builtin.try_reflect()", "into the JVM"]),
+        ("rand() < 0.1", ["calls rand(), which differs on every run"]),
+        ("abs(hash(uuid())) % 2 = 0", ["calls uuid(), which differs on every run"]),
+        ("ts > current_timestamp() - INTERVAL 1 DAY", ["calls current_timestamp()", "is the time the query runs"]),
+        ("ts > current_date", ["calls current_date (a function even without parentheses)", "the time the query runs"]),
+        ("unix_timestamp() - unix_timestamp(ts) < 3600", ["calls unix_timestamp(), which without an argument"]),
+        ("ts > TIMESTAMP 'now'", ["uses 'now', which read as a date or time is the time the query runs"]),
+        ("input_file_name() LIKE '%2026%'", ["calls input_file_name()", "split into files and partitions"]),
+        ("user = 'root'", ["calls user (a function even without parentheses)", "reads the environment"]),
+        ("size(shuffle(items)) > 0", ["calls shuffle(), which differs on every run"]),
+        ("IDENTIFIER('ref' || 'lect')('a', 'b') IS NULL", ["calls IDENTIFIER()", "cannot be checked"]),
+        ("path = '${env:HOME}'", ["${...} is not allowed", "environment variable"]),
+        ("team.my_udf(x) > 1", ["calls team.my_udf()", "not a built-in function"]),
+        ("uper(kind) = 'VIEW'", ["calls uper()", "not a function definitions may call", "docs/definitions.md",
+                                 "did you mean upper?"]),
+        ("count(x) > 1", ["calls count()", "a filter tests one row"]),
+    ],
+)
+def test_filters_call_only_allowed_functions(tmp_path: Path, expr: str, words: list[str]) -> None:
+    case = filter_case(expr)
+    message = problems(tmp_path, {"feature_defs/base.yaml": BASE, "feature_defs/case.yaml": case})
+    path = "feature_sets.fs.features[1] (hits).filter"
+    assert_problem(message, "feature_defs/case.yaml", marked_line(case), path, expr[:12], *words)
+    assert len(message.splitlines()) == 1, message
+
+
+def test_each_forbidden_function_is_one_problem(tmp_path: Path) -> None:
+    case = filter_case("rand() < 0.5 AND rand() > 0.1 AND uuid() <> ''")
+    message = problems(tmp_path, {"feature_defs/base.yaml": BASE, "feature_defs/case.yaml": case})
+    assert [line.split(", which")[0].rsplit(" ", 1)[-1] for line in message.splitlines()] == ["rand()", "uuid()"]
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "duration_s < 3600 AND kind IN ('view', 'like')",
+        "extract(hour FROM ts) BETWEEN 8 AND 18 AND a IS DISTINCT FROM b",
+        "trim(BOTH ' ' FROM name) <> '' AND position('x' IN name) > 0",
+        "CAST(price AS DECIMAL(10, 2)) > 9.99 AND code::VARCHAR(3) = 'abc' AND CAST(t AS ARRAY<STRUCT<a: INT>>) IS NULL",
+        "exists(tags, t -> lower(t) = 'news') AND aggregate(counts, 0, (acc, c) -> acc + c) > 3",
+        "SYSTEM.BUILTIN.ABS(delta) < 5 AND builtin.round(x, 1) = 0.5",
+        "regexp_like(url, '^https://') AND NOT startswith(url, 'https://internal')",
+        "kind = 'it''s' OR kind = 'a\\'b' OR kind = \"x\" OR kind = r'c:\\'",
+        "t.user = 'root' OR info.current_date IS NULL OR user_name = 'x'",  # fields, not calls
+        "ts >= TIMESTAMP '2026-01-01 00:00:00' AND note <> 'now and then'",
+        "unix_timestamp(ts, 'yyyy-MM-dd') > 0",
+    ],
+)
+def test_filters_that_are_fine(expr: str) -> None:
+    assert check_filter(expr) == expr
+
+
+def test_views_that_are_fine(tmp_path: Path) -> None:
+    sql = """\
+        /* a /* nested */ comment: reflect('x') and rand() are not called */
+        WITH daily(user_id, day, n) AS (
+          SELECT user_id, date_trunc('DAY', ts), count(*) FILTER (WHERE duration_s > 0)
+          FROM events GROUP BY 1, 2
+        ), ranked AS (
+          SELECT *, dense_rank() OVER (PARTITION BY user_id ORDER BY n DESC) AS r FROM daily
+        )
+        SELECT d.*, t.x, CAST(d.n AS DECIMAL(12, 2)) AS amount, e.pos, e.item  -- every day three times
+        FROM ranked d, range(3) AS t(x) LATERAL VIEW posexplode(array(1, 2)) e AS pos, item
+    """
+    defs = load(tmp_path, {"feature_defs/base.yaml": BASE, "feature_defs/v.yaml": VIEW, "sql/views.sql": sql})
+    assert defs.sources["views"].depends_on == ("events",)
+
+
+def test_every_allowed_example_is_read_as_a_call_of_its_function() -> None:
+    wrong = {}
+    for name, example in allowed_functions(view=True).items():
+        sql = example if example.startswith("SELECT") else f"SELECT {example} AS c FROM tiny"
+        parsed = parse(tokenize(sql))
+        if name not in {call.name for call in parsed.calls} or list(call_problems(parsed, view=True)):
+            wrong[name] = example
+    assert not wrong
+    assert not set(FORBIDDEN) & set(allowed_functions(view=True))
+    assert BARE_FUNCTIONS <= set(FORBIDDEN)
+
+
+def test_the_docs_list_every_allowed_and_forbidden_function() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "definitions.md").read_text()
+    missing = [name for name in [*allowed_functions(view=True), *FORBIDDEN] if f"`{name}`" not in docs]
+    assert not missing, f"docs/definitions.md does not name: {', '.join(missing)}"
+
+
+def test_tokens_as_spark_reads_them() -> None:
+    def texts(sql: str) -> list[str]:
+        return [token.text for token in tokenize(sql)]
+
+    assert texts("a /* x /* y */ reflect() */ b") == ["a", "b"]  # bracketed comments nest
+    assert texts("r'a\\' b 'c\\'d' e") == ["r'a\\'", "b", "'c\\'d'", "e"]  # no escapes in raw strings
+    assert texts("a -- x\rb") == ["a", "b"]  # a -- comment ends at \r too
+    assert texts("`a``b`.c <=> d::int -> e") == ["`a``b`", ".", "c", "<=>", "d", "::", "int", "->", "e"]
+    numbers = [(t.kind, t.text) for t in tokenize("1L 1.5e3D .5 1abc 2BD 1.5reflect")]
+    assert numbers == [("number", "1L"), ("number", "1.5e3D"), ("number", ".5"), ("word", "1abc"),
+                       ("number", "2BD"), ("number", "1.5"), ("word", "reflect")]
+    for bad, what in [("a /* b", "never closed"), ("a \u00e9", "not allowed outside a string"), ("`a", "never closed"),
+                      ("'a\\'", "never closed")]:
+        with pytest.raises(SqlError, match=what):
+            tokenize(bad)
+
+
+def test_row_conditions_of_expectations_are_filters(tmp_path: Path) -> None:
+    case = f"""\
+        training_sets:
+          t:
+            impressions: impressions
+            features: [snap.views_1h]
+            validation:
+              expectations:
+                - type: expect_column_values_to_not_be_null
+                  kwargs: {{column: views_1h, condition_parser: spark, row_condition: "views_1h > 0"}}
+                - type: expect_column_values_to_not_be_null
+                  kwargs: {{column: views_1h, condition_parser: spark, row_condition: "rand() < 0.5"}}  {MARK}
+                - type: expect_column_values_to_not_be_null
+                  kwargs:
+                    column: views_1h
+                    row_condition: {{type: pass_through, pass_through_filter: "reflect('a', 'b') IS NULL"}}
+                - type: expect_column_values_to_not_be_null
+                  kwargs: {{column: views_1h, row_condition: 'col("views_1h") > 0'}}
+    """
+    message = problems(tmp_path, {"feature_defs/base.yaml": BASE, "feature_defs/case.yaml": case})
+    prefix = "training_sets.t.validation.expectations"
+    line = marked_line(case)
+    assert_problem(message, "feature_defs/case.yaml", line, f"{prefix}[1].kwargs.row_condition", "rand()",
+                   "differs on every run")
+    assert_problem(message, "feature_defs/case.yaml", line + 4, f"{prefix}[2].kwargs.row_condition.pass_through_filter",
+                   "reflect", "into the JVM")
+    assert len(message.splitlines()) == 2, message
+
+
+# -- one error per mistake ---------------------------------------------------------------------
+
+
+def test_a_broken_feature_set_is_reported_once(tmp_path: Path) -> None:
+    broken = BASE.replace("aggregation: avg", "aggregation: averge")
+    training = """\
+        training_sets:
+          oracle_ts:
+            impressions: impressions
+            features: [snap.*]
+          other_ts:
+            impressions: impressions
+            features: [snap.dur_avg_1h, snap.views_1h]
+    """
+    message = problems(tmp_path, {"feature_defs/base.yaml": broken, "feature_defs/t.yaml": training})
+    line = next(i for i, text in enumerate(broken.splitlines(), start=1) if "averge" in text)
+    assert message.splitlines() == [
+        f"feature_defs/base.yaml:{line} feature_sets.snap.features[1] (dur_avg).aggregation: averge is not an"
+        " aggregation (valid: count, sum, min, max, avg, last_n, approx_count_distinct, approx_quantile)"
+    ]
+
+
+def test_a_missing_column_names_the_feature(tmp_path: Path) -> None:
+    case = f"""\
+        feature_sets:
+          fs:
+            source: events
+            key: user_id
+            block_sizes: [5m]
+            features:
+              - {{name: f0, aggregation: count, windows: [1h]}}
+              - {{name: f1, aggregation: count, windows: [1h]}}
+              - {{name: f2, aggregation: count, windows: [1h]}}
+              - {{name: f3, aggregation: count, windows: [1h]}}
+              - name: dur_avg  {MARK}
+                aggregation: avg
+                windows: [1h]
+        training_sets:
+          t: {{impressions: impressions, features: [fs.*]}}
+    """
+    message = problems(tmp_path, {"feature_defs/base.yaml": BASE, "feature_defs/case.yaml": case})
+    assert message.splitlines() == [
+        f"feature_defs/case.yaml:{marked_line(case)} feature_sets.fs.features[4] (dur_avg).column: missing:"
+        " avg needs the column it aggregates"
+    ]
+
+
+@pytest.mark.parametrize("section", ["sources", "feature_sets"])
+def test_a_section_that_is_not_a_mapping_is_reported_once(tmp_path: Path, section: str) -> None:
+    training = "training_sets:\n  t: {impressions: impressions, features: [snap.*]}\n"
+    rest = BASE if section == "feature_sets" else BASE.split("feature_sets:")[1].join(["feature_sets:", ""])
+    message = problems(tmp_path, {"feature_defs/a.yaml": f"{section}: [oops]\n", "feature_defs/b.yaml": rest,
+                                  "feature_defs/c.yaml": training})
+    assert message.splitlines() == [
+        f"feature_defs/a.yaml:1 {section}: [oops] is not valid: {section} is a mapping of name -> definition"
+    ]
 
 
 # -- the models on their own -------------------------------------------------------------------
