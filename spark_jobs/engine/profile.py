@@ -35,6 +35,14 @@ class Profile:
     def warehouse_path(self) -> Path:
         return Path(self.warehouse).expanduser().resolve()
 
+    def summary(self) -> dict[str, Any]:
+        """What a run manifest records of the profile it ran with."""
+        return {
+            "file": self.file, "engine": self.engine, "table_format": self.table_format,
+            "warehouse": str(self.warehouse_path), "data_root": self.data_root, "spark": dict(self.spark),
+            "lock_timeout_s": self.lock_timeout_s,
+        }
+
 
 def parse_bytes(text: object, where: str) -> int:
     m = _BYTES.match(str(text))
@@ -43,27 +51,25 @@ def parse_bytes(text: object, where: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
-def load_profile(path: str | Path, overrides: Sequence[str] = (), *, missing_ok: bool = False) -> Profile:
+def load_profile(
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    missing_ok: bool = False,
+    base: Path | None = None,
+) -> Profile:
     """Read a profile and apply `KEY=VALUE` overrides (`spark.<conf>=v`, `sail.memory_limit=4g`).
 
-    With `missing_ok`, a missing file means the built-in defaults (Sail, Delta, ./warehouse).
+    `path` None, or a missing file with `missing_ok`, means the built-in defaults (Sail, Delta,
+    ./warehouse, ./data). The relative `warehouse` and `data_root` of the file (and the defaults)
+    are relative to `base`, the project folder; those of `--set` to the current folder, like any
+    path typed on a command line. Without `base`, both are relative to the current folder.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        if missing_ok:
-            raw = {}
-        else:
-            raise DefinitionError(
-                f"{path}: profile not found (see conf/ for local.yaml, spark-local.yaml, cluster.yaml)"
-            ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise DefinitionError(f"{path}{line}: YAML syntax error in profile: {exc}") from None
-    if not isinstance(raw, dict):
-        raise DefinitionError(f"{path}: a profile is a mapping of engine, table_format, warehouse, ...")
+    raw = _read(Path(path), missing_ok) if path is not None else {}
+    shown = str(path) if path is not None else "built-in profile"
+    root = (base or Path.cwd()).resolve()
+    for key, default in _PATHS.items():
+        raw[key] = _under(raw.get(key, default), root)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -73,10 +79,46 @@ def load_profile(path: str | Path, overrides: Sequence[str] = (), *, missing_ok:
             raw.setdefault(head, {})
             if not isinstance(raw[head], dict):
                 raw[head] = {}
-            raw[head][rest] = yaml.safe_load(value) if head == "sail" else value
+            if head == "sail":
+                raw[head][rest] = yaml.safe_load(value)
+            else:  # the conf's own name (`spark.sql.shuffle.partitions`); `spark.spark.sql...` still works
+                raw[head][rest if rest.startswith("spark.") else key] = value
+        elif key in _PATHS:
+            raw[key] = _under(value, Path.cwd())
         else:
             raw[key] = yaml.safe_load(value) if value else value
-    return _build(str(path), raw)
+    return _build(shown, raw)
+
+
+_PATHS = {"warehouse": "./warehouse", "data_root": "./data"}  # profile keys that are folders
+
+
+def _under(value: object, root: Path) -> str:
+    """`value` as an absolute folder, relative ones taken from `root` (URLs stay as written)."""
+    text = str(value)
+    if not text or "://" in text:
+        return text
+    return str((root / Path(text).expanduser()).resolve())
+
+
+def _read(path: Path, missing_ok: bool) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise DefinitionError(
+            f"{path}: profile not found (see conf/ for local.yaml, spark-local.yaml, cluster.yaml)"
+        ) from None
+    except IsADirectoryError:
+        raise DefinitionError(f"{path}: a profile is a YAML file, not a folder") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise DefinitionError(f"{path}{line}: YAML syntax error in profile: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DefinitionError(f"{path}: a profile is a mapping of engine, table_format, warehouse, ...")
+    return raw
 
 
 def _build(file: str, raw: dict[str, Any]) -> Profile:
@@ -101,8 +143,8 @@ def _build(file: str, raw: dict[str, Any]) -> Profile:
         file=file,
         engine=engine,
         table_format=fmt,
-        warehouse=str(raw.get("warehouse", "./warehouse")),
-        data_root=str(raw.get("data_root", "./data")),
+        warehouse=str(raw["warehouse"]),
+        data_root=str(raw["data_root"]),
         master=raw.get("master"),
         spark={str(k): str(v) for k, v in spark.items()},
         lock_timeout_s=float(raw.get("lock_timeout_s", 3600.0)),

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 _CONNECT_ENV = "SPARK_CONNECT_MODE_ENABLED"
+# Sail logs through Rust's `log` (RUST_LOG). Its actor runtime warns "aborting N task(s) for
+# SessionManagerActor" at every clean shutdown: the session manager's pending timers (idle-session
+# expiry) are dropped with the server. That target's errors still show; a RUST_LOG set by the
+# user wins.
+SAIL_LOG = "warn,sail_common::actor=error"
 
 
 @dataclass
@@ -82,7 +87,14 @@ def open_engine(profile: Profile) -> Iterator[Engine]:
 
 
 def _start_sail(profile: Profile) -> Engine:
-    os.environ.setdefault("RUST_LOG", "warn")
+    os.environ.setdefault("RUST_LOG", SAIL_LOG)
+    if profile.spark:
+        print(
+            f"tilewise: warning: Sail ignores Spark confs; not applied: {', '.join(sorted(profile.spark))} "
+            f"(from {profile.file} or --set; they apply with engine: spark)",
+            file=sys.stderr,
+            flush=True,
+        )
     # Sail reads its configuration from the environment when the server starts.
     os.environ["SAIL_RUNTIME__MEMORY_POOL__TYPE"] = "fair"
     os.environ["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] = str(profile.sail_memory_limit)

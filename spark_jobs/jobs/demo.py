@@ -12,6 +12,9 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
 from spark_jobs.defs.loader import load_definitions
 from spark_jobs.demo import synthetic
 from spark_jobs.engine.profile import Profile
@@ -53,19 +56,39 @@ def main(args: argparse.Namespace, profile: Profile) -> int:
                 name=TRAINING_SET, start=START, end=end)
         wh = warehouse_for(engine)
         table = training.table_name(TRAINING_SET)
-        sample = wh.read(table).orderBy("impression_id").limit(3).toPandas()
+        sample = preview(wh.read(table)).toPandas()
         stats = wh.read(table).groupBy().agg({"clicked": "avg", "saved": "avg", "impression_id": "count"}).collect()[0]
     if not args.quiet:
-        cols = [c for c in sample.columns if c.startswith(("impression_id", "user_id", "views_", "recent_items", "clicked"))]
         print("\n== demo summary", file=sys.stderr)
         print(f"   data:     {data_root / 'demo'} ({summary['rows']['events']:,} events, "
               f"{summary['rows']['impressions']:,} impressions over {args.days} days)", file=sys.stderr)
         print(f"   warehouse: {wh_root} (blocks/, snapshots/, {table}, _runs/)", file=sys.stderr)
         print(f"   {table}: {stats['count(impression_id)']:,} rows, click rate {stats['avg(clicked)']:.3f}, "
               f"save rate {stats['avg(saved)']:.3f}", file=sys.stderr)
-        print(sample[cols].to_string(index=False), file=sys.stderr)
+        print("   clicked impressions of the last day, with the user's history as of each one:", file=sys.stderr)
+        print(sample.to_string(index=False), file=sys.stderr)
         print(f"   total {time.time() - t0:.1f}s", file=sys.stderr)
     return 0
+
+
+PREVIEW = ["impression_id", "ts", "user_id", "item_id", "views_1h", "views_1d", "recent_items_1d", "item_views_1d",
+           "clicked", "saved"]
+
+
+def preview(training: DataFrame, rows: int = 3) -> DataFrame:
+    """Rows a person learns from: clicked impressions of the last day whose user has a history,
+    one per user.
+
+    The first impressions of day 1 come before any history (zeros and empty lists); the last day's
+    have a day or more of it.
+    """
+    last_day = training.agg(F.max("impression_date")).collect()[0][0]
+    clicked = training.filter(
+        (F.col("impression_date") == F.lit(last_day)) & (F.col("clicked") == 1)
+        & (F.col("views_1d") > 0) & (F.size("recent_items_1d") > 0)
+    )
+    first = F.row_number().over(Window.partitionBy("user_id").orderBy("impression_id"))
+    return clicked.withColumn("_n", first).filter("_n = 1").select(*PREVIEW).orderBy("impression_id").limit(rows)
 
 
 def _flights(args: argparse.Namespace, profile: Profile, data_root: Path, say, t0: float) -> int:  # type: ignore[no-untyped-def]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from spark_jobs.defs.models import Definitions
-from spark_jobs.engine.session import Engine
-from spark_jobs.errors import TilewiseError
+from spark_jobs.engine.profile import Profile
+from spark_jobs.engine.session import Engine, open_engine
+from spark_jobs.errors import EXIT_INTERNAL, TilewiseError, attach_manifest
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.tables import Warehouse
 
@@ -30,28 +32,55 @@ def execute(
     **job_args: Any,
 ) -> None:
     """`job(engine, warehouse, defs, run, **job_args)`; the manifest and summary are always written."""
-    wh = warehouse or warehouse_for(engine)
-    run.engine = engine.name
-    run.say(f"{run.command} on {engine.name} ({wh.format}) -> {wh.root}")
     with recorded(run, defs):
-        job(engine, wh, defs, run, **job_args)
+        _run_job(engine, defs, run, job, warehouse, job_args)
+
+
+def run_command(profile: Profile, defs: Definitions, run: Run, job: Callable[..., None], **job_args: Any) -> None:
+    """Open the profile's engine and run one job in it; an engine that fails to start or stop is
+    recorded in the run's manifest like any other failure."""
+    run.engine, run.profile = profile.engine, profile.summary()
+    with recorded(run, defs), open_engine(profile) as engine:
+        _run_job(engine, defs, run, job, None, job_args)
+
+
+def _run_job(
+    engine: Engine, defs: Definitions, run: Run, job: Callable[..., None], warehouse: Warehouse | None,
+    job_args: dict[str, Any],
+) -> None:
+    wh = warehouse or warehouse_for(engine)
+    run.engine, run.profile = engine.name, engine.profile.summary()
+    run.say(f"{run.command} on {engine.name} ({wh.format}) -> {wh.root}")
+    job(engine, wh, defs, run, **job_args)
 
 
 @contextmanager
 def recorded(run: Run, defs: Definitions) -> Iterator[None]:
-    """Run the body as `run`: its status, manifest and summary are written whatever happens."""
+    """Run the body as `run`: its status, manifest and summary are written whatever happens.
+
+    A failure tilewise classified (bad input, validation, busy table) is `failed`; anything else
+    is `error`, and its traceback goes into the manifest. The exception leaves with the
+    manifest's path attached, for the CLI's one-line message.
+    """
     run.definitions = dict(defs.files)
     try:
         yield
-        run.status = "ok"
-    except TilewiseError as exc:
-        run.status, run.error = "failed", str(exc)
-        raise
     except BaseException as exc:
-        run.status, run.error = "error", f"{type(exc).__name__}: {exc}"
+        expected = isinstance(exc, TilewiseError) and exc.exit_code != EXIT_INTERNAL
+        run.status = "failed" if expected else "error"
+        run.error = str(exc) if isinstance(exc, TilewiseError) else f"{type(exc).__name__}: {exc}"
+        if not expected:
+            run.traceback = "".join(traceback.format_exception(exc))
+        attach_manifest(exc, _finish(run))
         raise
-    finally:
-        print_summary(run, run.write_manifest())
+    run.status = "ok"
+    _finish(run)
+
+
+def _finish(run: Run) -> Path:
+    path = run.write_manifest()
+    print_summary(run, path)
+    return path
 
 
 def print_summary(run: Run, manifest_path: Path) -> None:

@@ -16,14 +16,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from spark_jobs.errors import TilewiseError
+from spark_jobs.errors import TableBusy  # exit 3: retry later
 
-
-class TableBusy(TilewiseError):
-    """Another run held the table's lock for longer than we were willing to wait."""
-
-    exit_code = 1
-
+__all__ = ["TableBusy", "table_lock"]
 
 _HELD: dict[Path, int] = {}  # locks this process holds -> depth (a job holds a table while it writes it)
 

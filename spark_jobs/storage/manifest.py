@@ -30,6 +30,7 @@ class Run:
     warehouse: Path
     args: dict[str, Any] = field(default_factory=dict)
     quiet: bool = False
+    targets: list[str] = field(default_factory=list)  # the tables the run set out to write or validate
     run_id: str = ""
     started: float = field(default_factory=time.time)
     steps: dict[str, float] = field(default_factory=dict)
@@ -41,8 +42,10 @@ class Run:
     notes: list[str] = field(default_factory=list)
     definitions: dict[str, str] = field(default_factory=dict)
     engine: str = ""
+    profile: dict[str, Any] = field(default_factory=dict)  # the settings the run ran with
     status: str = "running"
     error: str | None = None
+    traceback: str | None = None  # of an unexpected error (exit 4): the CLI shows it only with --debug
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -80,9 +83,12 @@ class Run:
             "run_id": self.run_id,
             "command": self.command,
             "args": self.args,
+            "targets": self.targets,
             "engine": self.engine,
+            "profile": self.profile,
             "status": self.status,
             "error": self.error,
+            "traceback": self.traceback,
             "started": datetime.fromtimestamp(self.started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "finished": _now_iso(),
             "seconds": round(seconds, 3),
@@ -101,12 +107,33 @@ class Run:
         }
 
     def write_manifest(self) -> Path:
-        path = self.warehouse / "_runs" / f"{self.run_id}.json"
+        path = manifest_path(self.warehouse, self.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.manifest(), indent=2, default=str))
         tmp.replace(path)
         return path
+
+
+def manifest_path(warehouse: Path, run_id: str) -> Path:
+    return warehouse / "_runs" / f"{run_id}.json"
+
+
+def read_manifests(warehouse: Path) -> list[dict[str, Any]]:
+    """Every readable run manifest under `warehouse`, newest first, each with its `manifest` path.
+
+    A manifest being replaced (its `.json.tmp`) or damaged by hand is skipped: listing runs must
+    not fail because of one file.
+    """
+    found = []
+    for path in (warehouse / "_runs").glob("*.json"):
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(m, dict) and "run_id" in m:
+            found.append({**m, "manifest": str(path)})
+    return sorted(found, key=lambda m: (str(m.get("started")), str(m.get("finished")), m["run_id"]), reverse=True)
 
 
 class _Step:

@@ -19,7 +19,7 @@ commit lands after it (see `stored_lineage`).
 All writes hold the table's lock (`locks.py`), because Sail detects no write conflicts. On
 Delta-on-Spark a writer that bypasses the lock (another tool, a host without the shared lock
 folder) can still make a commit conflict: the commit is retried a few times from a fresh snapshot
-(a range overwrite is idempotent), then the run fails with `WriteConflict` (exit 1).
+(a range overwrite is idempotent), then the run fails with `WriteConflict` (exit 3, retryable).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ COMMIT_ATTEMPTS = 3
 
 
 class WriteConflict(TableBusy):
-    """A commit conflicted with a writer that does not take tilewise's table lock (exit 1)."""
+    """A commit conflicted with a writer that does not take tilewise's table lock (exit 3, retryable)."""
 
 
 @dataclass(frozen=True)

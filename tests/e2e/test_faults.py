@@ -204,7 +204,7 @@ def test_a_backfill_that_cannot_get_the_table_fails_cleanly_with_table_busy(demo
     with table_lock(wh / "_locks", BLOCKS, timeout_s=5):
         res = tilewise("backfill", "--start", "2026-01-01", "--end", "2026-01-02", "--feature-set", "user_activity",
                        "--set", "lock_timeout_s=1", *_common(wh, demo_data))
-    assert res.returncode == 1, res.stderr[-3000:]
+    assert res.returncode == 3, res.stderr[-3000:]  # retryable
     assert f"table {BLOCKS} is being written by another run (pid" in res.stderr
     assert "gave up after 1s" in res.stderr and "Traceback" not in res.stderr
     assert _delta_version(wh, BLOCKS) is None, "nothing was written"
@@ -317,7 +317,7 @@ def test_parquet_commit_racing_a_writer_without_the_lock_fails_with_write_confli
     monkeypatch.setattr(tables.os, "link", rival_commits_first)
     with pytest.raises(WriteConflict, match="committed by another writer") as info:
         wh.replace_range("training/t", _three_days(spark_engine.spark, 2), PRED, ["day"])
-    assert info.value.exit_code == 1
+    assert info.value.exit_code == 3
     assert not list(wh.path("training/t").glob("v00000001-*")), "our data folder is removed"
     assert wh.version("training/t") == 1
     assert {r["v"] for r in wh.read("training/t").collect()} == {1}, "the rival's version is the table"

@@ -4,7 +4,7 @@ No Delta jars here, so no real conflict can be produced. What is tested is the p
 owns: which exceptions count as conflicts (the real `delta.exceptions` classes, which import
 without jars, and the untyped form py4j gives when those classes are not installed), that a
 conflict is retried with a backoff, that other errors are not, and that giving up is a clear
-`WriteConflict` (a `TableBusy`, exit 1). That Delta-on-Spark raises these classes on a real
+`WriteConflict` (a `TableBusy`, exit 3: retry later). That Delta-on-Spark raises these classes on a real
 conflict is Delta's documented behaviour, not checked here.
 """
 
@@ -69,12 +69,12 @@ def test_a_conflict_is_retried_with_backoff_then_succeeds() -> None:
     assert slept == [2.0, 4.0]
 
 
-def test_giving_up_is_a_clear_write_conflict_with_exit_1() -> None:
+def test_giving_up_is_a_clear_write_conflict_with_exit_3() -> None:
     commit, calls = _flaky([_typed("ConcurrentAppendException") for _ in range(5)])
     with pytest.raises(WriteConflict) as info:
         retry_conflicts("blocks/fs", commit, attempts=3, sleep=lambda s: None)
     assert len(calls) == 3
-    assert isinstance(info.value, TableBusy) and info.value.exit_code == 1
+    assert isinstance(info.value, TableBusy) and info.value.exit_code == 3
     text = str(info.value)
     assert "blocks/fs" in text and "ConcurrentAppendException" in text and "3 attempts" in text
     assert "nothing of this run was published" in text

@@ -1,0 +1,71 @@
+"""`tilewise runs`: what has run, from the manifests under `{warehouse}/_runs/`, newest first.
+
+One line per run (start time, command, status, duration, the tables written with their versions,
+the validation outcome), and `--json` for machines: the same facts plus the run id, the error and
+the manifest's path. Files only: no engine, no definitions needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from spark_jobs.engine.profile import Profile
+from spark_jobs.storage.manifest import read_manifests
+
+
+def summarize(m: dict[str, Any]) -> dict[str, Any]:
+    """The facts of one manifest that a listing shows."""
+    validation = m.get("validation") or {}
+    return {
+        "run_id": m["run_id"],
+        "started": m.get("started"),
+        "command": m.get("command"),
+        "status": m.get("status"),
+        "seconds": m.get("seconds"),
+        "engine": m.get("engine"),
+        "outputs": {t: {"version": o.get("version"), "rows": o.get("rows")} for t, o in (m.get("outputs") or {}).items()},
+        "validation": {t: bool(v.get("success")) for t, v in validation.items()},
+        "error": (m.get("error") or "").splitlines()[0] if m.get("error") else None,
+        "manifest": m["manifest"],
+    }
+
+
+def touches(m: dict[str, Any], table: str) -> bool:
+    """Did the run set out to write or validate `table`, or read, write or validate it?"""
+    return any(table in (m.get(part) or ()) for part in ("targets", "outputs", "inputs", "validation"))
+
+
+def select(manifests: list[dict[str, Any]], last: int, table: str | None) -> list[dict[str, Any]]:
+    return [summarize(m) for m in manifests if table is None or touches(m, table)][:last]
+
+
+def line(r: dict[str, Any]) -> str:
+    when = (r["started"] or "?").replace("T", " ").rstrip("Z")
+    took = f"{r['seconds']:.1f}s" if isinstance(r["seconds"], (int, float)) else "?"
+    wrote = ", ".join(f"{t} v{o['version']} ({o['rows'] or 0:,} rows)" for t, o in r["outputs"].items()) or "-"
+    failed = [t for t, ok in r["validation"].items() if not ok]
+    text = f"{when}  {r['command'] or '?':<12} {r['status'] or '?':<7} {took:>8}  {wrote}"
+    if failed:
+        text += f"; validation FAILED: {', '.join(failed)}"
+    elif r["validation"]:
+        text += "; validation passed"
+    if r["error"]:
+        text += f"; error: {r['error'][:160]}"
+    return text
+
+
+def main(args: argparse.Namespace, profile: Profile) -> int:
+    rows = select(read_manifests(profile.warehouse_path), args.last, args.table)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        what = f" touching {args.table}" if args.table else ""
+        print(f"no runs{what} under {profile.warehouse_path / '_runs'}")
+        return 0
+    print(f"{'started (UTC)':<19}  {'command':<12} {'status':<7} {'took':>8}  tables written (version, rows)")
+    for r in rows:
+        print(line(r))
+    return 0
