@@ -158,29 +158,48 @@ def sweep_table(plan: SweepPlan, table: pa.Table) -> pa.Table:
         plan.id_column: imps.column(plan.id_column).combine_chunks(),
         END: pa.array(i_end, type=pa.int64()),
     }
-    covers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    # Sliding kernels visit a key's impressions by window start, then end.
+    visit = np.lexsort((i_end, i_floor, i_key))
+    windows = {
+        w: Window(
+            *sweep.cover_csr(i_key, i_floor - w, i_end, b_start, seg, sizes),
+            *sweep.finest_rows(i_key, i_floor - w, i_end, b_start, seg, n_levels),
+        )
+        for w in sorted({r.window for r in plan.refs})
+    }
     for ref in plan.refs:
-        if ref.aggregation == "approx_count_distinct":
-            first, last, values = _list_bounds(blocks.column(ref.parts[0]).combine_chunks())
-            visit = np.lexsort((i_end, i_floor, i_key))
-            n, kth, has_kth = sweep.distinct_sliding(
-                visit, i_key, i_floor - ref.window, i_end, b_start, seg, n_levels,
-                first, last, _ints(values), ref.sketch_size,
-            )
-            columns[ref.outputs()[0]] = pa.array(n, type=pa.int64())
-            columns[ref.outputs()[1]] = _with_nulls(kth, has_kth, pa.int64())
-            continue
-        if ref.window not in covers:
-            covers[ref.window] = sweep.cover_csr(i_key, i_floor - ref.window, i_end, b_start, seg, sizes)
-        ptr, lo, hi = covers[ref.window]
         parts = [blocks.column(p).combine_chunks() for p in ref.parts]
-        for name, array in zip(ref.outputs(), _combine(ref, ptr, lo, hi, b_start, parts)):
+        sliding = Sliding(visit, i_key, seg, n_levels)
+        for name, array in zip(ref.outputs(), _combine(ref, windows[ref.window], sliding, b_start, parts)):
             columns[name] = array
     return pa.table(columns)
 
 
-def _combine(ref: RefSpec, ptr: np.ndarray, lo: np.ndarray, hi: np.ndarray, starts: np.ndarray, parts: list[pa.Array]) -> list[pa.Array]:
+@dataclass(frozen=True)
+class Window:
+    """Where one window length reaches, per impression: its cover (CSR row ranges of the sorted
+    blocks) and its finest-block rows [rows_l, rows_r)."""
+
+    ptr: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    rows_l: np.ndarray
+    rows_r: np.ndarray
+
+
+@dataclass(frozen=True)
+class Sliding:
+    """What the sliding kernels need besides a window: the visit order and the key segments."""
+
+    visit: np.ndarray
+    key: np.ndarray
+    seg: np.ndarray
+    n_levels: int
+
+
+def _combine(ref: RefSpec, win: Window, sl: Sliding, starts: np.ndarray, parts: list[pa.Array]) -> list[pa.Array]:
     agg = ref.aggregation
+    ptr, lo, hi = win.ptr, win.lo, win.hi
     if agg == "count":
         return [pa.array(sweep.sum_int(ptr, lo, hi, _ints(parts[0])), type=pa.int64())]
     if agg in ("sum", "avg"):
@@ -200,12 +219,19 @@ def _combine(ref: RefSpec, ptr: np.ndarray, lo: np.ndarray, hi: np.ndarray, star
         length, pos = sweep.newest(ptr, lo, hi, starts, first, last, ref.n)
         flat = pos.reshape(-1, ref.n)[np.arange(ref.n) < length[:, None]]
         return [_lists(values, flat, length)]
+    if agg == "approx_count_distinct":
+        first, last, hashes = _list_bounds(parts[0])
+        n, kth, has_kth = sweep.distinct_sliding(
+            sl.visit, sl.key, win.rows_l, win.rows_r, sl.seg, sl.n_levels, first, last, _ints(hashes), ref.sketch_size
+        )
+        return [pa.array(n, type=pa.int64()), _with_nulls(kth, has_kth, pa.int64())]
     if agg == "approx_quantile":
         first, last, sample = _list_bounds(parts[0])
         h, v = sample.flatten()
         qs = np.array(ref.quantiles, dtype=np.float64)
-        valid, out = sweep.sample_quantiles(
-            ptr, lo, hi, first, last, _ints(h), v.to_numpy(zero_copy_only=False).astype(np.float64), ref.sketch_size, qs
+        valid, out = sweep.quantiles_sliding(
+            sl.visit, sl.key, win.rows_l, win.rows_r, sl.seg, sl.n_levels, first, last, _ints(h),
+            v.to_numpy(zero_copy_only=False).astype(np.float64), ref.sketch_size, qs, ptr, lo, hi,
         )
         nq = len(qs)
         slots = (np.flatnonzero(valid)[:, None] * nq + np.arange(nq)).ravel()

@@ -212,44 +212,154 @@ def newest(ptr, lo, hi, starts, first, last, n):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(**_JIT)
-def sample_quantiles(ptr, lo, hi, first, last, h, v, k_max, qs):  # type: ignore[no-untyped-def]
-    """approx_quantile: the bottom-k sample (by (hash, value)) of the cover, then nearest rank.
+def _sample_of_cover(i, ptr, lo, hi, first, last, h, v, k_max, qs, out):  # type: ignore[no-untyped-def]
+    """approx_quantile of impression i from its cover: the bottom-k sample by (hash, value) of
+    the cover blocks' samples, then the nearest rank. Writes out[i * len(qs):]; False if empty."""
+    total = 0
+    for j in range(ptr[i], ptr[i + 1]):
+        for r in range(lo[j], hi[j]):
+            total += last[r] - first[r]
+    if total == 0:
+        return False
+    hs = np.empty(total, np.int64)
+    vs = np.empty(total, np.float64)
+    m = 0
+    for j in range(ptr[i], ptr[i + 1]):
+        for r in range(lo[j], hi[j]):
+            for p in range(first[r], last[r]):
+                hs[m] = h[p]
+                vs[m] = v[p]
+                m += 1
+    if total > k_max:
+        cut = np.partition(hs, k_max - 1)[k_max - 1]
+        below = hs < cut
+        at = np.sort(vs[hs == cut])
+        vs = np.concatenate((vs[below], at[: k_max - below.sum()]))
+    values = np.sort(vs)
+    nq = qs.shape[0]
+    for q in range(nq):
+        out[i * nq + q] = values[_nearest_rank(qs[q], values.shape[0]) - 1]
+    return True
 
+
+@nb.njit(**_JIT)
+def _nearest_rank(q, size):  # type: ignore[no-untyped-def]
+    """1-based rank of quantile q among `size` sorted values (the SQL finalize's rule)."""
+    return max(1, int(np.ceil(q * size - 1e-9)))
+
+
+@nb.njit(**_JIT)
+def _bit_add(tree, i, delta):  # type: ignore[no-untyped-def]
+    """Fenwick tree over value ranks (1-based): count[i] += delta."""
+    n = tree.shape[0] - 1
+    while i <= n:
+        tree[i] += delta
+        i += i & -i
+
+
+@nb.njit(**_JIT)
+def _bit_kth(tree, k):  # type: ignore[no-untyped-def]
+    """Smallest rank whose prefix count reaches k (1-based)."""
+    n = tree.shape[0] - 1
+    step = 1
+    while step * 2 <= n:
+        step *= 2
+    pos = 0
+    while step > 0:
+        if pos + step <= n and tree[pos + step] < k:
+            pos += step
+            k -= tree[pos]
+        step //= 2
+    return pos + 1
+
+
+@nb.njit(**_JIT)
+def _slide_quantile_block(r, first, last, ranks, tree, delta):  # type: ignore[no-untyped-def]
+    for p in range(first[r], last[r]):
+        _bit_add(tree, ranks[p] + 1, delta)
+    return delta * (last[r] - first[r])
+
+
+@nb.njit(**_JIT)
+def quantiles_sliding(order, imp_key, rows_l, rows_r, seg, n_levels, first, last, h, v, k_max, qs, ptr, lo, hi):  # type: ignore[no-untyped-def]
+    """approx_quantile: exact nearest ranks from a Fenwick tree of value counts that slides with
+    the window over the finest blocks, per key; windows of K or more sampled values fall back to
+    the bottom-K sample of their cover (`_sample_of_cover`).
+
+    Below K values in the window no block's sample was cut, so the sample is every value.
     Returns (valid per impression, values: len(qs) slots per impression).
     """
-    count = ptr.shape[0] - 1
+    n = imp_key.shape[0]
     nq = qs.shape[0]
-    valid = np.zeros(count, np.bool_)
-    out = np.zeros(count * nq, np.float64)
-    for i in range(count):
-        total = 0
-        for j in range(ptr[i], ptr[i + 1]):
-            for r in range(lo[j], hi[j]):
-                total += last[r] - first[r]
-        if total == 0:
+    valid = np.zeros(n, np.bool_)
+    out = np.zeros(n * nq, np.float64)
+    ranks = np.zeros(v.shape[0], np.int64)
+    uniq = np.empty(0, np.float64)
+    tree = np.zeros(1, np.int64)
+    cur = -1
+    wl = 0
+    wr = 0
+    count = 0
+    for idx in range(n):
+        i = order[idx]
+        if rows_l[i] < 0:
             continue
-        hs = np.empty(total, np.int64)
-        vs = np.empty(total, np.float64)
-        m = 0
-        for j in range(ptr[i], ptr[i + 1]):
-            for r in range(lo[j], hi[j]):
+        k = imp_key[i]
+        if k != cur:
+            base = seg[k * n_levels]
+            top = seg[k * n_levels + 1]
+            m = 0
+            for r in range(base, top):
+                m += last[r] - first[r]
+            values = np.empty(m, np.float64)
+            m = 0
+            for r in range(base, top):
                 for p in range(first[r], last[r]):
-                    hs[m] = h[p]
-                    vs[m] = v[p]
+                    values[m] = v[p]
                     m += 1
-        if total > k_max:
-            cut = np.partition(hs, k_max - 1)[k_max - 1]
-            below = hs < cut
-            n_below = below.sum()
-            at = np.sort(vs[hs == cut])
-            vs = np.concatenate((vs[below], at[: k_max - n_below]))
-        values = np.sort(vs)
-        size = values.shape[0]
-        for q in range(nq):
-            rank = int(np.ceil(qs[q] * size - 1e-9))
-            out[i * nq + q] = values[max(1, rank) - 1]
-        valid[i] = True
+            uniq = np.sort(values)  # repeated values only leave unused ranks
+            for r in range(base, top):
+                for p in range(first[r], last[r]):
+                    ranks[p] = np.searchsorted(uniq, v[p])
+            tree = np.zeros(m + 1, np.int64)
+            cur = k
+            wl = rows_l[i]
+            wr = rows_l[i]
+            count = 0
+        while wr < rows_r[i]:
+            count += _slide_quantile_block(wr, first, last, ranks, tree, 1)
+            wr += 1
+        while wl < rows_l[i]:
+            count += _slide_quantile_block(wl, first, last, ranks, tree, -1)
+            wl += 1
+        while wr > rows_r[i]:
+            wr -= 1
+            count += _slide_quantile_block(wr, first, last, ranks, tree, -1)
+        if count >= k_max:
+            valid[i] = _sample_of_cover(i, ptr, lo, hi, first, last, h, v, k_max, qs, out)
+        elif count > 0:
+            for q in range(nq):
+                out[i * nq + q] = uniq[_bit_kth(tree, _nearest_rank(qs[q], count)) - 1]
+            valid[i] = True
     return valid, out
+
+
+@nb.njit(**_JIT)
+def finest_rows(imp_key, imp_a, imp_b, starts, seg, n_levels):  # type: ignore[no-untyped-def]
+    """Rows [l, r) of each impression's finest blocks inside its window; l = -1 when the window
+    is empty or the key has no blocks."""
+    n = imp_key.shape[0]
+    rows_l = np.full(n, -1, np.int64)
+    rows_r = np.full(n, -1, np.int64)
+    for i in range(n):
+        k = imp_key[i]
+        if k < 0 or imp_a[i] >= imp_b[i]:
+            continue
+        base = seg[k * n_levels]
+        top = seg[k * n_levels + 1]
+        rows_l[i] = base + np.searchsorted(starts[base:top], imp_a[i])
+        rows_r[i] = base + np.searchsorted(starts[base:top], imp_b[i])
+    return rows_l, rows_r
 
 
 @nb.njit(**_JIT)
@@ -289,7 +399,7 @@ def _leave(first, last, hashes, mask, table, used, counts, distinct):  # type: i
 
 
 @nb.njit(**_JIT)
-def distinct_sliding(order, imp_key, imp_a, imp_b, starts, seg, n_levels, first, last, hashes, k_max):  # type: ignore[no-untyped-def]
+def distinct_sliding(order, imp_key, rows_l, rows_r, seg, n_levels, first, last, hashes, k_max):  # type: ignore[no-untyped-def]
     """approx_count_distinct over the finest blocks, with a count map that slides per key.
 
     `order` visits impressions by (key, window start, window end). For each, the window's
@@ -323,13 +433,11 @@ def distinct_sliding(order, imp_key, imp_a, imp_b, starts, seg, n_levels, first,
     distinct = 0
     for idx in range(n):
         i = order[idx]
-        k = imp_key[i]
-        if k < 0 or imp_a[i] >= imp_b[i]:
+        if rows_l[i] < 0:
             continue
-        base = seg[k * n_levels]
-        top = seg[k * n_levels + 1]
-        new_l = base + np.searchsorted(starts[base:top], imp_a[i])
-        new_r = base + np.searchsorted(starts[base:top], imp_b[i])
+        k = imp_key[i]
+        new_l = rows_l[i]
+        new_r = rows_r[i]
         if k != cur:
             for u in range(n_touched):
                 used[touched[u]] = False
