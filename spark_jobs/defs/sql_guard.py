@@ -233,15 +233,8 @@ class Parsed(NamedTuple):
         tokens = self.tokens
         if i >= 2 and tokens[i - 1].upper == "DISTINCT" and tokens[i - 2].upper in ("IS", "NOT"):
             return True
-        depth = 0
-        for j in range(i - 1, -1, -1):
-            if tokens[j].text == ")":
-                depth += 1
-            elif tokens[j].text == "(":
-                if depth == 0:
-                    return self.call_parens.get(j) in _FROM_IN_ARGUMENTS
-                depth -= 1
-        return False
+        opened = _innermost(tokens, i)
+        return opened is not None and self.call_parens.get(opened) in _FROM_IN_ARGUMENTS
 
 
 # Functions whose arguments may hold FROM (and nothing with FROM in it reads a table).
@@ -260,7 +253,7 @@ def parse(tokens: list[Token]) -> Parsed:
     i = 0
     while i < n:
         tok = tokens[i]
-        if tok.text == "::" or (tok.upper == "AS" and casts and _innermost(tokens, match, i) == casts[-1]):
+        if tok.text == "::" or (tok.upper == "AS" and casts and _innermost(tokens, i) == casts[-1]):
             types.update(range(i + 1, _type_end(tokens, match, i + 1)))
         if tok.text == ")" and casts and match[i] == casts[-1]:
             casts.pop()
@@ -348,7 +341,7 @@ def _matching(tokens: list[Token]) -> dict[int, int]:
     return match
 
 
-def _innermost(tokens: list[Token], match: dict[int, int], i: int) -> int | None:
+def _innermost(tokens: list[Token], i: int) -> int | None:
     """The index of the innermost "(" open at `i`, if any."""
     depth = 0
     for j in range(i - 1, -1, -1):

@@ -1055,6 +1055,8 @@ sources:
         ("SELECT /*+ BROADCAST(events) */ * FROM events", ["hints (/*+ ... */) are not allowed"]),
         ("SELECT * FROM IDENTIFIER('par' || 'quet.`/etc`')", ["calls IDENTIFIER()", "cannot be checked"]),
         ("SELECT * FROM events WHERE ts < DATE 'today'", ["uses 'today'", "the time the query runs"]),
+        ("SELECT * FROM events WHERE EXISTS (SELECT 1 FROM parquet.`/etc`)", ["parquet.`/etc` is not a source"]),
+        ("SELECT coalesce((SELECT max(x) FROM secrets), 0) AS m FROM events", ["secrets is not a source"]),
     ],
 )
 def test_view_is_one_select_over_sources(tmp_path: Path, sql: str, words: list[str]) -> None:
