@@ -3,13 +3,13 @@
 Definitions are untrusted, and Spark SQL can call into the JVM (``reflect``), read the
 environment (``${env:HOME}`` is substituted before parsing) or differ on every run (``rand()``).
 So the text is tokenized the way Spark's lexer does it (strings with backslash escapes, raw
-strings, `quoted names`, nested ``/* */`` comments, ``--`` comments, numbers before names) and
+strings, `quoted names`, ``/* */`` and ``--`` comments, numbers before names) and
 parsed into calls: a name, possibly qualified and quoted, followed by ``(``, at any depth of
 nesting; a type after ``CAST(... AS`` or ``::`` is no call; a keyword that opens parentheses
 (``IN (``, ``OVER (``, ``AS (``) is none either. Every call must be to a function of the
-allow-list (:mod:`spark_jobs.defs.sql_allow_list`). Where the engines' readers differ (a ``--``
-comment continued by a trailing backslash is code to Sail and comment to Spark), the text is
-refused rather than guessed at.
+allow-list (:mod:`spark_jobs.defs.sql_allow_list`). Where readers differ, the text is refused
+rather than guessed at: a ``--`` comment continued by a trailing backslash (code to Sail, comment
+to Spark), a comment inside a comment, a quote escaped by a backslash inside a string.
 
 Errors are :class:`SqlError` (a ValueError) with the offset of the problem, so callers can name
 the line; messages say what is wrong and why, and never start with the text itself.
@@ -148,17 +148,14 @@ def _comment_end(sql: str, i: int) -> int:
         return end
     if sql.startswith("/*+", i):
         raise SqlRefused(i, "hints (/*+ ... */) are not allowed: the engine plans the query")
-    depth, j = 0, i
-    while j < len(sql):  # bracketed comments nest, as in Spark
-        if sql.startswith("/*", j):
-            depth, j = depth + 1, j + 2
-        elif sql.startswith("*/", j):
-            depth, j = depth - 1, j + 2
-            if depth == 0:
-                return j
-        else:
-            j += 1
-    raise SqlError(i, "a /* comment is never closed")
+    end = sql.find("*/", i + 2)
+    if end < 0:
+        raise SqlError(i, "a /* comment is never closed")
+    inner = sql.find("/*", i + 2, end)
+    if inner >= 0:
+        # Spark and Sail nest such comments; a reader that does not would run what they skip.
+        raise SqlRefused(inner, "a /* inside a /* */ comment is not allowed (readers differ on nesting)")
+    return end + 2
 
 
 def _string_end(sql: str, i: int) -> int:
@@ -167,6 +164,9 @@ def _string_end(sql: str, i: int) -> int:
     j = i + (2 if raw else 1)
     while j < len(sql):
         if sql[j] == "\\" and not raw:
+            if sql.startswith(quote, j + 1):
+                # A reader without backslash escapes would end the string here and read on as code.
+                raise SqlRefused(j, f"\\{quote} inside a string is not allowed: write the string in the other quotes")
             j += 2
         elif sql[j] == quote:
             return j + 1

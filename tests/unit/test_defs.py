@@ -1195,7 +1195,7 @@ def test_each_forbidden_function_is_one_problem(tmp_path: Path) -> None:
         "exists(tags, t -> lower(t) = 'news') AND aggregate(counts, 0, (acc, c) -> acc + c) > 3",
         "SYSTEM.BUILTIN.ABS(delta) < 5 AND builtin.round(x, 1) = 0.5",
         "regexp_like(url, '^https://') AND NOT startswith(url, 'https://internal')",
-        "kind = 'it''s' OR kind = 'a\\'b' OR kind = \"x\" OR kind = r'c:\\'",
+        "kind = 'it''s' OR kind = \"it's\" OR kind = 'a\\\\' OR kind = r'c:\\'",
         "t.user = 'root' OR info.current_date IS NULL OR user_name = 'x'",  # fields, not calls
         "ts >= TIMESTAMP '2026-01-01 00:00:00' AND note <> 'now and then'",
         "unix_timestamp(ts, 'yyyy-MM-dd') > 0",
@@ -1207,7 +1207,7 @@ def test_filters_that_are_fine(expr: str) -> None:
 
 def test_views_that_are_fine(tmp_path: Path) -> None:
     sql = """\
-        /* a /* nested */ comment: reflect('x') and rand() are not called */
+        /* a comment: reflect('x') and rand() are not called */
         WITH daily(user_id, day, n) AS (
           SELECT user_id, date_trunc('DAY', ts), count(*) FILTER (WHERE duration_s > 0)
           FROM events GROUP BY 1, 2
@@ -1243,15 +1243,16 @@ def test_tokens_as_spark_reads_them() -> None:
     def texts(sql: str) -> list[str]:
         return [token.text for token in tokenize(sql)]
 
-    assert texts("a /* x /* y */ reflect() */ b") == ["a", "b"]  # bracketed comments nest
-    assert texts("r'a\\' b 'c\\'d' e") == ["r'a\\'", "b", "'c\\'d'", "e"]  # no escapes in raw strings
+    assert texts("a /* x -- y */ b -- c */ reflect()") == ["a", "b"]
+    assert texts("r'a\\' b 'c\\\\' d") == ["r'a\\'", "b", "'c\\\\'", "d"]  # no escapes in raw strings
     assert texts("a -- x\rb") == ["a", "b"]  # a -- comment ends at \r too
     assert texts("`a``b`.c <=> d::int -> e") == ["`a``b`", ".", "c", "<=>", "d", "::", "int", "->", "e"]
     numbers = [(t.kind, t.text) for t in tokenize("1L 1.5e3D .5 1abc 2BD 1.5reflect")]
     assert numbers == [("number", "1L"), ("number", "1.5e3D"), ("number", ".5"), ("word", "1abc"),
                        ("number", "2BD"), ("number", "1.5"), ("word", "reflect")]
     for bad, what in [("a /* b", "never closed"), ("a \u00e9", "not allowed outside a string"), ("`a", "never closed"),
-                      ("'a\\'", "never closed")]:
+                      ("'a\\\\", "never closed"), ("a /* /* */ reflect() */", "readers differ on nesting"),
+                      ("'a\\' || reflect() || '", "write the string in the other quotes")]:
         with pytest.raises(SqlError, match=what):
             tokenize(bad)
 

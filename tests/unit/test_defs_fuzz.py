@@ -146,12 +146,12 @@ WRAPPERS = [
     "abs({})", "coalesce(NULL, {})", "concat('a', {}, 'b')", "'x' || {} || 'y'", "({})", "{} + 1",
     "CASE WHEN {} IS NULL THEN 1 ELSE 2 END", "transform(array(1), x -> {})", "CAST({} AS STRING)",
     "{}::STRING", "if(true, {}, NULL)", "named_struct('k', {})", "array({})[0]", "upper('reflect(' || {})",
-    "concat('it\\'s', {})", "concat(\"--\", {})", "concat('/*', {}, '*/')", "concat(r'a\\', {})",
+    "concat(\"it's\", {})", "concat('a\\\\', \"--\", {})", "concat('/*', {}, '*/')", "concat(r'a\\', {})",
     "concat(`rand`, {})", "nvl(`current_date x`, {})",
 ]
-COMMENTED = ["/* reflect( */ {}", "{} -- rand()\n", "/* /* nested */ rand() */ {}", "{} /* ' */"]
+COMMENTED = ["/* reflect( */ {}", "{} -- rand()\n", "/* -- rand() */ {}", "{} /* ' */", "{} -- /* \n"]
 GAPS = ["", " ", "\n", "\t"]
-COMMENT_GAPS = ["/* x */", "/**/", "-- ( \n", "/* /* */ */"]
+COMMENT_GAPS = ["/* x */", "/**/", "-- ( \n", "/* ( */"]
 
 
 def _cased(name: str, flips: list[bool]) -> str:
