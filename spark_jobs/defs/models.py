@@ -157,6 +157,12 @@ def _check_filter(value: str) -> str:
         raise Invalid(Problem((), f"{show(value)} {problem}") for problem in exc.problems) from None
 
 
+def _check_column(value: str) -> str:
+    if "`" in value:
+        raise ValueError(f"{show(value)} is not a valid column name: a ` would end the quoted name in SQL")
+    return value
+
+
 def _defined_source(name: str, info: ValidationInfo) -> str:
     sources = (info.context or {}).get("sources")
     if sources is not None and name not in sources:
@@ -166,7 +172,9 @@ def _defined_source(name: str, info: ValidationInfo) -> str:
 
 Name = Annotated[str, Field(strict=True), AfterValidator(check_name)]
 Text = Annotated[str, Field(strict=True, min_length=1)]
-Columns = Annotated[tuple[Text, ...], BeforeValidator(_one_or_many)]
+# A column name: the jobs write it into SQL between backquotes, so it may not hold one.
+Column = Annotated[Text, AfterValidator(_check_column)]
+Columns = Annotated[tuple[Column, ...], BeforeValidator(_one_or_many)]
 DurationField = Annotated[Duration, PlainValidator(_to_duration), PlainSerializer(str)]
 Filter = Annotated[str, Field(strict=True), AfterValidator(_check_filter)]
 # A source's name; checked against the "sources" of the validation context when there is one.
@@ -206,7 +214,7 @@ class Source(_Model):
     file: str = ""
     path: Text | None = None
     format: Literal["parquet", "delta", "csv", "json"] | None = None
-    timestamp: Text
+    timestamp: Column
     dedupe_key: Columns = ()
     sql_file: str | None = None
     sql: str | None = None
@@ -252,7 +260,7 @@ class Feature(_Model):
 
     name: Name
     aggregation: Annotated[str, Field(strict=True), AfterValidator(_check_aggregation)]
-    column: Text | None = None
+    column: Column | None = None
     filter: Filter | None = None
     windows: Annotated[tuple[DurationField, ...], Field(min_length=1)]
     default: Scalar = None
@@ -426,7 +434,7 @@ class TrainingSet(_Model):
     name: Name
     file: str = ""
     impressions: SourceRef
-    keys: dict[Text, Text] = {}
+    keys: dict[Column, Column] = {}
     features: Annotated[tuple[FeatureRef, ...], Field(min_length=1)]
     labels: tuple[Label, ...] = ()
     validation: Validation = Validation()

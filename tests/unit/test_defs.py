@@ -1179,6 +1179,32 @@ def test_filters_call_only_allowed_functions(tmp_path: Path, expr: str, words: l
     assert len(message.splitlines()) == 1, message
 
 
+@pytest.mark.parametrize(
+    "field, path",
+    [("column", "feature_sets.fs.features[1] (hits).column"), ("key", "feature_sets.fs.key[0]"),
+     ("timestamp", "sources.raw.timestamp")],
+)
+def test_a_column_name_cannot_leave_its_quotes(tmp_path: Path, field: str, path: str) -> None:
+    name = "x` + length(reflect('java.lang.System', 'getProperty', 'user.home')) + `y"
+    values = {"column": "duration_s", "key": "user_id", "timestamp": "ts"} | {field: name}
+    case = f"""\
+        sources:
+          raw: {{path: /raw, format: parquet, timestamp: {json.dumps(values["timestamp"])}}}
+        feature_sets:
+          fs:
+            source: raw
+            key: [{json.dumps(values["key"])}]
+            block_sizes: [5m]
+            features:
+              - {{name: views, aggregation: count, windows: [1h]}}
+              - {{name: hits, aggregation: sum, column: {json.dumps(values["column"])}, windows: [1h]}}
+    """
+    message = problems(tmp_path, {"feature_defs/base.yaml": BASE, "feature_defs/case.yaml": case})
+    assert_problem(message, "feature_defs/case.yaml", next(i for i, text in enumerate(textwrap.dedent(case).splitlines(), 1)
+                                                           if "reflect" in text), path, "x`", "is not a valid column name")
+    assert len(message.splitlines()) == 1, message
+
+
 def test_each_forbidden_function_is_one_problem(tmp_path: Path) -> None:
     case = filter_case("rand() < 0.5 AND rand() > 0.1 AND uuid() <> ''")
     message = problems(tmp_path, {"feature_defs/base.yaml": BASE, "feature_defs/case.yaml": case})
