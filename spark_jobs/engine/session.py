@@ -144,7 +144,7 @@ def _start_spark(profile: Profile) -> Engine:
         if not delta_jars_present({**submitted, **confs}):
             raise InputDataError(
                 f"{profile.file}: table_format: delta on classic Spark needs the Delta Lake jars on the "
-                "classpath, and they are not there. Use --conf conf/spark-local.yaml (Parquet), or give "
+                "classpath, and they are not there. Use --profile conf/spark-local.yaml (Parquet), or give "
                 "spark-submit --packages io.delta:delta-spark_2.13:4.4.1 on a machine that reaches Maven."
             )
         confs["spark.sql.extensions"] = DELTA_EXTENSION
