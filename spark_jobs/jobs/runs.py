@@ -1,7 +1,7 @@
 """`tilewise runs`: what has run, from the manifests under `{warehouse}/_runs/`, newest first.
 
-One line per run (start time, command, status, duration, the tables written with their versions,
-the validation outcome), and `--json` for machines: the same facts plus the run id, the error and
+One line per run (start time, command, status, duration, what it was asked for, the tables written
+with their versions, the validation outcome), and `--json` for machines: the same facts plus the run id, the error and
 the manifest's path. Files only: no engine, no definitions needed.
 """
 
@@ -25,11 +25,24 @@ def summarize(m: dict[str, Any]) -> dict[str, Any]:
         "status": m.get("status"),
         "seconds": m.get("seconds"),
         "engine": m.get("engine"),
+        "scope": scope(m.get("args") or {}),
         "outputs": {t: {"version": o.get("version"), "rows": o.get("rows")} for t, o in (m.get("outputs") or {}).items()},
         "validation": {t: bool(v.get("success")) for t, v in validation.items()},
         "error": (m.get("error") or "").splitlines()[0] if m.get("error") else None,
         "manifest": m["manifest"],
     }
+
+
+def scope(args: dict[str, Any]) -> str:
+    """What the run was asked for: a training set's name, a date range, a time, a table."""
+    parts = [str(args["name"])] if args.get("name") else []
+    if args.get("start") and args.get("end"):
+        parts.append(f"[{args['start']}, {args['end']})")
+    if args.get("as_of"):
+        parts.append(f"as of {args['as_of']}")
+    if isinstance(args.get("table"), str):
+        parts.append(args["table"])
+    return " ".join(parts)
 
 
 def touches(m: dict[str, Any], table: str) -> bool:
@@ -46,7 +59,8 @@ def line(r: dict[str, Any]) -> str:
     took = f"{r['seconds']:.1f}s" if isinstance(r["seconds"], (int, float)) else "?"
     wrote = ", ".join(f"{t} v{o['version']} ({o['rows'] or 0:,} rows)" for t, o in r["outputs"].items()) or "-"
     failed = [t for t, ok in r["validation"].items() if not ok]
-    text = f"{when}  {r['command'] or '?':<12} {r['status'] or '?':<7} {took:>8}  {wrote}"
+    asked = f"{r['scope']} -> " if r["scope"] else ""
+    text = f"{when}  {r['command'] or '?':<12} {r['status'] or '?':<7} {took:>8}  {asked}{wrote}"
     if failed:
         text += f"; validation FAILED: {', '.join(failed)}"
     elif r["validation"]:
@@ -65,7 +79,7 @@ def main(args: argparse.Namespace, profile: Profile) -> int:
         what = f" touching {args.table}" if args.table else ""
         print(f"no runs{what} under {profile.warehouse_path / '_runs'}")
         return 0
-    print(f"{'started (UTC)':<19}  {'command':<12} {'status':<7} {'took':>8}  tables written (version, rows)")
+    print(f"{'started (UTC)':<19}  {'command':<12} {'status':<7} {'took':>8}  asked for -> tables written (version, rows)")
     for r in rows:
         print(line(r))
     return 0

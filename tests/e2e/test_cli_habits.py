@@ -183,14 +183,15 @@ def test_runs_lists_the_manifests_newest_first(project: Path) -> None:
     assert [r["status"] for r in listed] == ["error", "error", "failed", "ok", "ok"]
     ok_backfill = listed[-1]
     assert ok_backfill["outputs"][BLOCKS]["version"] == 0 and ok_backfill["validation"] == {BLOCKS: True}
+    assert ok_backfill["scope"] == "[2026-01-02, 2026-01-03)"
     assert [r["status"] for r in runs(project, "--table", BLOCKS)] == ["failed", "ok", "ok"]  # the ok snapshot read it
     assert len(runs(project, "--last", "2")) == 2
     text = tw("runs", "--last", "3", "--table", SNAPSHOT, cwd=project)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[0].startswith("started (UTC)") and len(lines) == 4
-    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  snapshot +ok +\d+\.\ds  snapshots/user_activity v0 \(",
-                    lines[-1]), lines[-1]
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  snapshot +ok +\d+\.\ds  as of 2026-01-03 00:00:00 -> "
+                    r"snapshots/user_activity v0 \(", lines[-1]), lines[-1]
     assert "validation passed" in lines[-1] and "error: RuntimeError: injected fault" in lines[1]
 
 
