@@ -286,7 +286,7 @@ def _unexpected(exc: BaseException, debug: bool) -> int:
     if len(text) > 300:
         text = text[:300] + " ..."
     manifest = manifest_of(exc)
-    where = f"manifest: {manifest}" if manifest else "no run manifest: it failed before a run started"
+    where = f"manifest: {manifest}" if manifest else "no run manifest was written"
     hint = "" if debug else "; --debug shows the traceback"
     print(f"tilewise: unexpected error: {type(exc).__name__}: {text} ({where}{hint})", file=sys.stderr)
     return EXIT_INTERNAL

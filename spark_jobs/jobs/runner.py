@@ -71,7 +71,10 @@ def recorded(run: Run, defs: Definitions) -> Iterator[None]:
         run.error = str(exc) if isinstance(exc, TilewiseError) else f"{type(exc).__name__}: {exc}"
         if not expected:
             run.traceback = "".join(traceback.format_exception(exc))
-        attach_manifest(exc, _finish(run))
+        try:
+            attach_manifest(exc, _finish(run))
+        except OSError as lost:  # the error that ended the run matters more than its record
+            print(f"tilewise: the run's manifest could not be written: {lost}", file=sys.stderr)
         raise
     run.status = "ok"
     _finish(run)
