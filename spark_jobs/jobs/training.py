@@ -130,6 +130,7 @@ def _build(
 
     with run.step(f"{name}: labels"):
         labels, cutoffs = _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats)
+        labels = stage(spark, run.dir / "work" / "labels", labels)  # the step's time is the labels' work
         mature = F.lit(True)
         for label in ts_def.labels:
             mature = mature & (F.col(TS) + F.expr(f"INTERVAL {label.within.seconds} SECONDS") <= F.lit(cutoffs[label.name]))
