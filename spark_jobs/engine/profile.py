@@ -30,6 +30,9 @@ class Profile:
     sail_parallelism: int = 0
     spark: dict[str, str] = field(default_factory=dict)
     lock_timeout_s: float = 3600.0
+    # How training sets look features up: the sorted sweep, the SQL assembly, or auto (the one
+    # measured faster on the engine; both give the same values).
+    point_in_time: Literal["auto", "sweep", "sql"] = "auto"
 
     @property
     def warehouse_path(self) -> Path:
@@ -40,7 +43,7 @@ class Profile:
         return {
             "file": self.file, "engine": self.engine, "table_format": self.table_format,
             "warehouse": str(self.warehouse_path), "data_root": self.data_root, "spark": dict(self.spark),
-            "lock_timeout_s": self.lock_timeout_s,
+            "lock_timeout_s": self.lock_timeout_s, "point_in_time": self.point_in_time,
         }
 
 
@@ -122,7 +125,8 @@ def _read(path: Path, missing_ok: bool) -> dict[str, Any]:
 
 
 def _build(file: str, raw: dict[str, Any]) -> Profile:
-    allowed = {"engine", "table_format", "warehouse", "data_root", "master", "sail", "spark", "lock_timeout_s"}
+    allowed = {"engine", "table_format", "warehouse", "data_root", "master", "sail", "spark", "lock_timeout_s",
+               "point_in_time"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise DefinitionError(f"{file}: unknown profile key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
@@ -132,6 +136,9 @@ def _build(file: str, raw: dict[str, Any]) -> Profile:
     fmt = raw.get("table_format", "delta")
     if fmt not in ("delta", "parquet"):
         raise DefinitionError(f"{file} table_format: {fmt!r} is not a table format (delta | parquet)")
+    pit = raw.get("point_in_time", "auto")
+    if pit not in ("auto", "sweep", "sql"):
+        raise DefinitionError(f"{file} point_in_time: {pit!r} is not a lookup method (auto | sweep | sql)")
     sail = raw.get("sail") or {}
     spark = raw.get("spark") or {}
     if not isinstance(sail, dict) or not isinstance(spark, dict):
@@ -148,6 +155,7 @@ def _build(file: str, raw: dict[str, Any]) -> Profile:
         master=raw.get("master"),
         spark={str(k): str(v) for k, v in spark.items()},
         lock_timeout_s=float(raw.get("lock_timeout_s", 3600.0)),
+        point_in_time=pit,
     )
     if "memory_limit" in sail:
         profile = replace(profile, sail_memory_limit=parse_bytes(sail["memory_limit"], f"{file} sail.memory_limit"))

@@ -12,6 +12,7 @@ from typing import Any
 from spark_jobs.defs.models import Definitions
 from spark_jobs.engine.profile import Profile
 from spark_jobs.engine.session import Engine, open_engine
+from spark_jobs.quality import gx
 from spark_jobs.errors import EXIT_INTERNAL, TilewiseError, attach_manifest
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.tables import Warehouse
@@ -51,6 +52,7 @@ def _run_job(
     wh = warehouse or warehouse_for(engine)
     run.engine, run.profile = engine.name, engine.profile.summary()
     run.say(f"{run.command} on {engine.name} ({wh.format}) -> {wh.root}")
+    gx.preload()  # every engine job validates before it publishes: import GE behind its work
     job(engine, wh, defs, run, **job_args)
 
 

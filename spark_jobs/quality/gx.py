@@ -210,6 +210,12 @@ def validate_dataframe(
 # --- building ------------------------------------------------------------------------------
 
 
+def preload() -> None:
+    """Import GE in a background thread: the import takes seconds, and a job that validates at its
+    end can hide them behind its engine work (a later import waits for this one to finish)."""
+    threading.Thread(target=_import_gx, name="tilewise-preload-gx", daemon=True).start()
+
+
 def _import_gx() -> Any:
     """Import GE lazily (a few seconds; `tilewise check` never needs it), analytics off first."""
     # GE reads this when a context is created; set it before import so no code path in this

@@ -41,9 +41,9 @@ def point_in_time(
     ts: str,
     watermark: str | None,
 ) -> DataFrame:
-    """The point-in-time lookup a training set runs: the sweep, or the SQL assembly where the
-    sweep has no kernel for an aggregation."""
-    if all(r.feature_set == fs.name for r in refs) and {fs.feature(r.feature).aggregation for r in refs} <= SUPPORTED:
+    """The point-in-time lookup a training set runs: the profile's `point_in_time` method (auto:
+    the sweep), and the SQL assembly wherever the sweep has no kernel for an aggregation."""
+    if engine.profile.point_in_time != "sql" and {fs.feature(r.feature).aggregation for r in refs} <= SUPPORTED:
         return sweep_lookup(
             impressions, blocks, fs, refs, id_column=id_column, ts=ts, watermark=watermark,
             partitions=sweep_partitions(engine),

@@ -70,3 +70,10 @@ def test_shared_options_before_and_after_the_command_merge() -> None:
 
 def test_busy_tables_and_commit_conflicts_are_retryable() -> None:
     assert TableBusy.exit_code == WriteConflict.exit_code == EXIT_RETRY == 3
+
+
+def test_point_in_time_method_is_a_profile_key(tmp_path: Path) -> None:
+    assert load_profile(tmp_path / "none.yaml", missing_ok=True).point_in_time == "auto"
+    assert load_profile(tmp_path / "none.yaml", ["point_in_time=sql"], missing_ok=True).point_in_time == "sql"
+    with pytest.raises(DefinitionError, match="point_in_time: 'fast' is not a lookup method"):
+        load_profile(tmp_path / "none.yaml", ["point_in_time=fast"], missing_ok=True)
