@@ -164,7 +164,8 @@ def _build(
             # Staged inside the step, so the step's time is the lookup's, and the final join
             # reads small files instead of re-running it.
             frames[fs_name] = stage(spark, run.dir / "work" / "features" / fs_name, point_in_time(
-                engine, req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark))
+                engine, req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark,
+                block_bytes=lambda lo, hi, t=table, v=version: wh.partition_bytes(t, v, "block_date", lo, hi)))
 
     try:
         with run.step(f"{name}: join {len(frames)} frames on {ID}"):

@@ -25,6 +25,7 @@ folder) can still make a commit conflict: the commit is retried a few times from
 from __future__ import annotations
 
 import json
+from datetime import date
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
@@ -117,6 +119,26 @@ class Warehouse:
         schema = StructType.fromJson(entry["schema"])
         df = self.spark.read.schema(schema).parquet(str(path / entry["data"]))
         return df.select(*schema.fieldNames())
+
+    def partition_bytes(self, table: str, version: int, column: str, lo: date, hi: date) -> int:
+        """Bytes of the data files of `version` whose partition `column` is in [lo, hi]: what a
+        read pruned to those dates scans (sizes its partitions without touching the data)."""
+        path = self.path(table)
+        if self.format == "delta":
+            from deltalake import DeltaTable
+
+            actions = pa.table(DeltaTable(str(path), version=version).get_add_actions(flatten=True))
+            if f"partition.{column}" not in actions.column_names:
+                return sum(actions.column("size_bytes").to_pylist())
+            rows = zip(actions.column("size_bytes").to_pylist(), actions.column(f"partition.{column}").to_pylist())
+            return sum(size for size, d in rows if d is not None and lo <= _as_date(d) <= hi)
+        data = path / self._parquet_entry(table, version)["data"]
+        return sum(
+            f.stat().st_size
+            for folder in data.rglob(f"{column}=*")
+            if lo <= date.fromisoformat(folder.name.split("=", 1)[1]) <= hi
+            for f in folder.rglob("*.parquet")
+        )
 
     # -- writes ------------------------------------------------------------------------------
     def replace_range(
@@ -386,3 +408,8 @@ def stage(spark: SparkSession, folder: Path, df: DataFrame, partition_by: list[s
     writer.parquet(str(folder))
     read = spark.read.schema(df.schema).parquet(str(folder))
     return read.select(*[f"`{c}`" for c in df.columns])
+
+
+def _as_date(value: object) -> date:
+    """A partition value as deltalake returns it (a date, or its ISO text)."""
+    return value if isinstance(value, date) else date.fromisoformat(str(value))

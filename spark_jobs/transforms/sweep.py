@@ -13,7 +13,8 @@ are epoch seconds, and timestamp values of min/max/last_n travel as epoch micros
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timezone
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -28,6 +29,7 @@ from spark_jobs.transforms.blocks import agg_input, part_column, quote
 from spark_jobs.transforms.pit import END as PIT_END, T_FLOOR, cutoff_column, lookup, with_window_bounds
 
 SUPPORTED = frozenset(OUTPUTS)
+PARTITION_BYTES = 64 << 20  # blocks per sweep partition (Parquet bytes; a few times that in memory)
 
 
 def point_in_time(
@@ -40,23 +42,42 @@ def point_in_time(
     id_column: str,
     ts: str,
     watermark: str | None,
+    block_bytes: Callable[[date, date], int] | None = None,
 ) -> DataFrame:
     """The point-in-time lookup a training set runs: the profile's `point_in_time` method (auto:
-    the sweep), and the SQL assembly wherever the sweep has no kernel for an aggregation."""
-    if engine.profile.point_in_time != "sql" and {fs.feature(r.feature).aggregation for r in refs} <= SUPPORTED:
-        return sweep_lookup(
-            impressions, blocks, fs, refs, id_column=id_column, ts=ts, watermark=watermark,
-            partitions=sweep_partitions(engine),
-        )
-    return lookup(impressions, blocks, fs, refs, id_column=id_column, ts=ts, watermark=watermark)
+    the sweep), and the SQL assembly wherever the sweep has no kernel for an aggregation.
+
+    `block_bytes(first_day, last_day)`, when given, is the size of the blocks those days hold;
+    the sweep then has about one partition per PARTITION_BYTES of them.
+    """
+    if engine.profile.point_in_time == "sql" or not {fs.feature(r.feature).aggregation for r in refs} <= SUPPORTED:
+        return lookup(impressions, blocks, fs, refs, id_column=id_column, ts=ts, watermark=watermark)
+    span = window_span(impressions, fs, refs, ts, watermark)
+    days = tuple(datetime.fromtimestamp(x, timezone.utc).date() for x in span)
+    size = block_bytes(*days) if block_bytes is not None else 0
+    return sweep_lookup(
+        impressions, blocks, fs, refs, id_column=id_column, ts=ts, watermark=watermark,
+        span=span, partitions=sweep_partitions(engine, size),
+    )
 
 
-def sweep_partitions(engine: Engine) -> int:
-    """Partitions of the sweep: a few per core, so skewed keys spread and each stays small."""
+def sweep_partitions(engine: Engine, block_bytes: int = 0) -> int:
+    """Partitions of the sweep: a few per core, so skewed keys spread, and more when the blocks
+    in reach are big, so a partition's share of them stays near PARTITION_BYTES."""
     if engine.name == "sail":
-        cores = engine.profile.sail_parallelism or os.cpu_count() or 2
-        return 4 * cores
-    return int(engine.spark.conf.get("spark.sql.shuffle.partitions") or 200)
+        base = 4 * (engine.profile.sail_parallelism or os.cpu_count() or 2)
+    else:
+        base = int(engine.spark.conf.get("spark.sql.shuffle.partitions") or 200)
+    return max(base, -(-block_bytes // PARTITION_BYTES))
+
+
+def window_span(
+    impressions: DataFrame, fs: FeatureSet, refs: Sequence[FeatureRef], ts: str, watermark: str | None
+) -> tuple[int, int]:
+    """[lo, hi) in epoch seconds: where the blocks any of these impressions' windows need start."""
+    req = with_window_bounds(impressions, fs, ts, watermark)
+    first, last = req.agg(F.min(T_FLOOR), F.max(PIT_END)).collect()[0]
+    return (first or 0) - max(r.window.seconds for r in refs), last or 0
 
 
 def sweep_lookup(
@@ -69,14 +90,16 @@ def sweep_lookup(
     ts: str,
     watermark: str | None,
     partitions: int,
+    span: tuple[int, int] | None = None,
 ) -> DataFrame:
-    """`id_column`, `{fs}_cutoff` and one column per ref, as `transforms.pit.lookup` returns them."""
+    """`id_column`, `{fs}_cutoff` and one column per ref, as `transforms.pit.lookup` returns them.
+
+    Only blocks starting in `span` (default: `window_span` of the impressions) are read.
+    """
     features = {f.name: f for f in fs.features}
     schema = {f.name: f.dataType for f in blocks.schema.fields}
     req = with_window_bounds(impressions, fs, ts, watermark)
-    lo_hi = req.agg(F.min(T_FLOOR), F.max(PIT_END)).collect()[0]
-    longest = max(r.window.seconds for r in refs)
-    lo, hi = (lo_hi[0] or 0) - longest, lo_hi[1] or 0
+    lo, hi = span or window_span(impressions, fs, refs, ts, watermark)
 
     parts = sorted({part_column(features[r.feature], p) for r in refs for p in REGISTRY[features[r.feature].aggregation].parts})
     carried = {p: _carried(p, schema[p]) for p in parts}
