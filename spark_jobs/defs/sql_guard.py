@@ -595,7 +595,7 @@ def _from_items(tokens: list[Token]) -> Iterator[tuple[list[Token], bool]]:
             yield from _table_list(tokens, i + 1)
 
 
-def _table_list(tokens: list[_Token], j: int) -> Iterator[tuple[list[_Token], bool]]:
+def _table_list(tokens: list[Token], j: int) -> Iterator[tuple[list[Token], bool]]:
     while j < len(tokens):
         token = tokens[j]
         if token.text == "(":  # a subquery: its own FROM is found by the caller
@@ -626,7 +626,7 @@ def _table_list(tokens: list[_Token], j: int) -> Iterator[tuple[list[_Token], bo
             return
 
 
-def _after_parens(tokens: list[_Token], j: int) -> int:
+def _after_parens(tokens: list[Token], j: int) -> int:
     """The index after the ")" matching the "(" at `j` (tokens are balanced)."""
     depth = 0
     for k in range(j, len(tokens)):

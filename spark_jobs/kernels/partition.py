@@ -66,10 +66,10 @@ class SweepPlan:
     refs: tuple[RefSpec, ...]
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        batches = list(batches)
-        if not batches:
+        received = list(batches)
+        if not received:
             return
-        table = pa.Table.from_batches(batches)
+        table = pa.Table.from_batches(received)
         if table.num_rows == 0:
             return
         out = sweep_table(self, table)
@@ -204,7 +204,8 @@ def _combine(ref: RefSpec, win: Window, sl: Sliding, starts: np.ndarray, parts: 
         return [pa.array(sweep.sum_int(ptr, lo, hi, _ints(parts[0])), type=pa.int64())]
     if agg in ("sum", "avg"):
         low, high, valid = _decimal_words(parts[0])
-        s = _decimal_array(*sweep.sum_decimal(ptr, lo, hi, low, high, valid), parts[0].type)
+        s_low, s_high, s_valid = sweep.sum_decimal(ptr, lo, hi, low, high, valid)
+        s = _decimal_array(s_low, s_high, s_valid, parts[0].type)
         if agg == "sum":
             return [s]
         return [s, pa.array(sweep.sum_int(ptr, lo, hi, _ints(parts[1])), type=pa.int64())]
@@ -215,9 +216,10 @@ def _combine(ref: RefSpec, win: Window, sl: Sliding, starts: np.ndarray, parts: 
         best = sweep.best_rank(ptr, lo, hi, rank, agg == "max")
         return [m.take(pa.array(best, mask=best < 0))]
     if agg == "last_n":
+        n = ref.n or 0
         first, last, values = _list_bounds(parts[0])
-        length, pos = sweep.newest(ptr, lo, hi, starts, first, last, ref.n)
-        flat = pos.reshape(-1, ref.n)[np.arange(ref.n) < length[:, None]]
+        length, pos = sweep.newest(ptr, lo, hi, starts, first, last, n)
+        flat = pos.reshape(-1, n)[np.arange(n) < length[:, None]]
         return [_lists(values, flat, length)]
     if agg == "approx_count_distinct":
         first, last, hashes = _list_bounds(parts[0])

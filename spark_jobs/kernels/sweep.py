@@ -38,27 +38,27 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir()))
 import numba as nb  # noqa: E402  (reads NUMBA_CACHE_DIR when imported)
 import numpy as np  # noqa: E402
 
-_JIT = {"cache": True, "nogil": True}
+jit = nb.njit(cache=True, nogil=True)  # compiled once, cached on disk, GIL released
 
 
-@nb.njit(**_JIT)
+@jit
 def _floor(x: int, s: int) -> int:
     return x - x % s
 
 
-@nb.njit(**_JIT)
+@jit
 def _ceil(x: int, s: int) -> int:
     return x + (-x) % s
 
 
-@nb.njit(**_JIT)
+@jit
 def segments(key: np.ndarray, level: np.ndarray, n_keys: int, n_levels: int) -> np.ndarray:
     """seg[k * L + l] = first row of key k, level l, in rows sorted by (key, level)."""
     code = key * n_levels + level
     return np.searchsorted(code, np.arange(n_keys * n_levels + 1))
 
 
-@nb.njit(**_JIT)
+@jit
 def cover_csr(imp_key, imp_a, imp_b, starts, seg, sizes):  # type: ignore[no-untyped-def]
     """Row ranges of the minimal cover of [a, b) for every impression, as CSR.
 
@@ -108,7 +108,7 @@ def cover_csr(imp_key, imp_a, imp_b, starts, seg, sizes):  # type: ignore[no-unt
     return ptr, lo[:m], hi[:m]
 
 
-@nb.njit(**_JIT)
+@jit
 def sum_int(ptr, lo, hi, part):  # type: ignore[no-untyped-def]
     """Sum of an integer part (NULLs stored as 0) over each impression's cover."""
     n = ptr.shape[0] - 1
@@ -122,7 +122,7 @@ def sum_int(ptr, lo, hi, part):  # type: ignore[no-untyped-def]
     return out
 
 
-@nb.njit(**_JIT)
+@jit
 def sum_decimal(ptr, lo, hi, low, high, valid):  # type: ignore[no-untyped-def]
     """Exact sum of a DECIMAL(38, s) part given as two's-complement 64-bit words (low, high).
 
@@ -150,7 +150,7 @@ def sum_decimal(ptr, lo, hi, low, high, valid):  # type: ignore[no-untyped-def]
     return out_low, out_high, out_valid
 
 
-@nb.njit(**_JIT)
+@jit
 def best_rank(ptr, lo, hi, rank, largest):  # type: ignore[no-untyped-def]
     """Row of the smallest (or largest) non-NULL rank (rank < 0 is NULL) per impression, -1 if none."""
     n = ptr.shape[0] - 1
@@ -168,7 +168,7 @@ def best_rank(ptr, lo, hi, rank, largest):  # type: ignore[no-untyped-def]
     return out
 
 
-@nb.njit(**_JIT)
+@jit
 def _cover_rows(ptr, lo, hi, i, buf):  # type: ignore[no-untyped-def]
     m = 0
     for j in range(ptr[i], ptr[i + 1]):
@@ -178,7 +178,7 @@ def _cover_rows(ptr, lo, hi, i, buf):  # type: ignore[no-untyped-def]
     return m
 
 
-@nb.njit(**_JIT)
+@jit
 def newest(ptr, lo, hi, starts, first, last, n):  # type: ignore[no-untyped-def]
     """last_n: positions in the blocks' list values of the `n` newest entries per impression.
 
@@ -211,7 +211,7 @@ def newest(ptr, lo, hi, starts, first, last, n):  # type: ignore[no-untyped-def]
     return length, pos
 
 
-@nb.njit(**_JIT)
+@jit
 def _sample_of_cover(i, ptr, lo, hi, first, last, h, v, k_max, qs, out):  # type: ignore[no-untyped-def]
     """approx_quantile of impression i from its cover: the bottom-k sample by (hash, value) of
     the cover blocks' samples, then the nearest rank. Writes out[i * len(qs):]; False if empty."""
@@ -242,13 +242,13 @@ def _sample_of_cover(i, ptr, lo, hi, first, last, h, v, k_max, qs, out):  # type
     return True
 
 
-@nb.njit(**_JIT)
+@jit
 def _nearest_rank(q, size):  # type: ignore[no-untyped-def]
     """1-based rank of quantile q among `size` sorted values (the SQL finalize's rule)."""
     return max(1, int(np.ceil(q * size - 1e-9)))
 
 
-@nb.njit(**_JIT)
+@jit
 def _bit_add(tree, i, delta):  # type: ignore[no-untyped-def]
     """Fenwick tree over value ranks (1-based): count[i] += delta."""
     n = tree.shape[0] - 1
@@ -257,7 +257,7 @@ def _bit_add(tree, i, delta):  # type: ignore[no-untyped-def]
         i += i & -i
 
 
-@nb.njit(**_JIT)
+@jit
 def _bit_kth(tree, k):  # type: ignore[no-untyped-def]
     """Smallest rank whose prefix count reaches k (1-based)."""
     n = tree.shape[0] - 1
@@ -273,14 +273,14 @@ def _bit_kth(tree, k):  # type: ignore[no-untyped-def]
     return pos + 1
 
 
-@nb.njit(**_JIT)
+@jit
 def _slide_quantile_block(r, first, last, ranks, tree, delta):  # type: ignore[no-untyped-def]
     for p in range(first[r], last[r]):
         _bit_add(tree, ranks[p] + 1, delta)
     return delta * (last[r] - first[r])
 
 
-@nb.njit(**_JIT)
+@jit
 def quantiles_sliding(order, imp_key, rows_l, rows_r, seg, n_levels, first, last, h, v, k_max, qs, ptr, lo, hi):  # type: ignore[no-untyped-def]
     """approx_quantile: exact nearest ranks from a Fenwick tree of value counts that slides with
     the window over the finest blocks, per key; windows of K or more sampled values fall back to
@@ -344,7 +344,7 @@ def quantiles_sliding(order, imp_key, rows_l, rows_r, seg, n_levels, first, last
     return valid, out
 
 
-@nb.njit(**_JIT)
+@jit
 def finest_rows(imp_key, imp_a, imp_b, starts, seg, n_levels):  # type: ignore[no-untyped-def]
     """Rows [l, r) of each impression's finest blocks inside its window; l = -1 when the window
     is empty or the key has no blocks."""
@@ -362,7 +362,7 @@ def finest_rows(imp_key, imp_a, imp_b, starts, seg, n_levels):  # type: ignore[n
     return rows_l, rows_r
 
 
-@nb.njit(**_JIT)
+@jit
 def _slot(table, used, h, mask):  # type: ignore[no-untyped-def]
     """Open addressing with linear probing: the slot holding `h`, or the free slot it would take."""
     s = h & mask
@@ -371,7 +371,7 @@ def _slot(table, used, h, mask):  # type: ignore[no-untyped-def]
     return s
 
 
-@nb.njit(**_JIT)
+@jit
 def _enter(first, last, hashes, mask, table, used, counts, touched, n_touched, distinct):  # type: ignore[no-untyped-def]
     """Add one block's hashes to the count map; returns (n_touched, distinct)."""
     for p in range(first, last):
@@ -387,7 +387,7 @@ def _enter(first, last, hashes, mask, table, used, counts, touched, n_touched, d
     return n_touched, distinct
 
 
-@nb.njit(**_JIT)
+@jit
 def _leave(first, last, hashes, mask, table, used, counts, distinct):  # type: ignore[no-untyped-def]
     """Remove one block's hashes (each was entered before); returns distinct."""
     for p in range(first, last):
@@ -398,7 +398,7 @@ def _leave(first, last, hashes, mask, table, used, counts, distinct):  # type: i
     return distinct
 
 
-@nb.njit(**_JIT)
+@jit
 def distinct_sliding(order, imp_key, rows_l, rows_r, seg, n_levels, first, last, hashes, k_max):  # type: ignore[no-untyped-def]
     """approx_count_distinct over the finest blocks, with a count map that slides per key.
 

@@ -105,15 +105,16 @@ def sweep_lookup(
     carried = {p: _carried(p, schema[p]) for p in parts}
     id_type = impressions.schema[id_column].dataType
     level = "CASE block_size " + " ".join(f"WHEN {d.seconds} THEN {i}" for i, d in enumerate(fs.block_sizes)) + " END"
+    start = F.expr("unix_seconds(block_start)")
     block_rows = blocks.filter(
         (F.col("block_date") >= F.expr(f"to_date(timestamp_seconds({lo}))"))
         & (F.col("block_date") <= F.expr(f"to_date(timestamp_seconds({hi}))"))
-        & (F.expr(f"unix_seconds(block_start)") >= lo)
-        & (F.expr(f"unix_seconds(block_start)") < hi)
+        & (start >= lo)
+        & (start < hi)
     ).select(
         *[quote(k) for k in fs.key],
         F.expr(level).cast("int").alias(LEVEL),
-        F.expr("unix_seconds(block_start)").alias(START),
+        start.alias(START),
         F.lit(None).cast("bigint").alias(END),
         F.lit(None).cast(id_type).alias(id_column),
         *[F.expr(sql).alias(p) for p, (sql, _) in carried.items()],
