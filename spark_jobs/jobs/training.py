@@ -35,7 +35,7 @@ from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
 from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time, with_event_time
 from spark_jobs.transforms.pit import cutoff_column, fill_empty
-from spark_jobs.transforms.sweep import point_in_time
+from spark_jobs.transforms.sweep import point_in_time, warm_up_in_background
 
 ID = "impression_id"
 DATE = "impression_date"
@@ -66,6 +66,7 @@ def run(
             f"--label-cutoff {label_cutoff:%Y-%m-%dT%H:%M:%S} is in the future (now {run.clock:%Y-%m-%dT%H:%M:%S} UTC): "
             "labels cannot be complete up to then"
         )
+    warm_up_in_background(engine)
     stats: dict[str, InputStats] = {}
     with reading(stats):  # an engine failure on a source's file names the source and file
         _build(engine, wh, defs, run, name, start, end, label_cutoff, explain, rebuild, stats)

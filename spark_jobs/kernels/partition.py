@@ -76,6 +76,31 @@ class SweepPlan:
         yield from out.to_batches(max_chunksize=BATCH_ROWS)
 
 
+def warm_up() -> None:
+    """Load every kernel from the on-disk cache (or compile it) on two rows: a process's first
+    call of a kernel costs most of a second, and a job can pay it in a thread behind other work."""
+    q = pa.struct([("h", pa.int64()), ("v", pa.float64())])
+    table = pa.table({
+        "k": pa.array([1, 1], pa.int64()),
+        LEVEL: pa.array([0, -1], pa.int32()),
+        T: pa.array([0, 300], pa.int64()),
+        END: pa.array([None, 300], pa.int64()),
+        "id": pa.array([None, 1], pa.int64()),
+        "n": pa.array([1, None], pa.int64()),
+        "s": pa.array([1, None], pa.decimal128(38, 9)),
+        "m": pa.array([1.0, None], pa.float64()),
+        "a": pa.array([[1.0], None], pa.list_(pa.float64())),
+        "h": pa.array([[7], None], pa.list_(pa.int64())),
+        "q": pa.array([[{"h": 7, "v": 1.0}], None], pa.list_(q)),
+    })
+    refs = tuple(
+        RefSpec(agg, agg, 300, parts, n=1, quantiles=(0.5,), sketch_size=2)
+        for agg, parts in (("count", ("n",)), ("sum", ("s",)), ("avg", ("s", "n")), ("max", ("m",)),
+                           ("last_n", ("a",)), ("approx_count_distinct", ("h",)), ("approx_quantile", ("q",)))
+    )
+    sweep_table(SweepPlan(("k",), (300, 3600), "id", refs), table)
+
+
 def key_ids(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
     """Dense ids of the key values (equal values, equal ids); -1 where any key column is NULL."""
     codes = []

@@ -13,6 +13,7 @@ are epoch seconds, and timestamp values of min/max/last_n travel as epoch micros
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timezone
 
@@ -24,7 +25,7 @@ from spark_jobs.aggregations import REGISTRY
 from spark_jobs.aggregations.sketches import ApproxCountDistinct
 from spark_jobs.defs.models import Feature, FeatureRef, FeatureSet
 from spark_jobs.engine.session import Engine
-from spark_jobs.kernels.partition import END, LEVEL, OUTPUTS, T as START, RefSpec, SweepPlan
+from spark_jobs.kernels.partition import END, LEVEL, OUTPUTS, T as START, RefSpec, SweepPlan, warm_up
 from spark_jobs.transforms.blocks import agg_input, part_column, quote
 from spark_jobs.transforms.pit import END as PIT_END, T_FLOOR, cutoff_column, lookup, with_window_bounds
 
@@ -61,11 +62,21 @@ def point_in_time(
     )
 
 
+def warm_up_in_background(engine: Engine) -> None:
+    """Load the sweep's kernels in a thread while the job reads its impressions and labels.
+
+    Only on Sail, whose `mapInArrow` runs in this process; classic Spark's Python workers are
+    processes of their own and load the kernels from the disk cache themselves.
+    """
+    if engine.name == "sail" and engine.profile.point_in_time != "sql":
+        threading.Thread(target=warm_up, name="tilewise-warm-up-kernels", daemon=True).start()
+
+
 def sweep_partitions(engine: Engine, block_bytes: int = 0) -> int:
-    """Partitions of the sweep: a few per core, so skewed keys spread, and more when the blocks
+    """Partitions of the sweep: two per core, so skewed keys spread, and more when the blocks
     in reach are big, so a partition's share of them stays near PARTITION_BYTES."""
     if engine.name == "sail":
-        base = 4 * (engine.profile.sail_parallelism or os.cpu_count() or 2)
+        base = 2 * (engine.profile.sail_parallelism or os.cpu_count() or 2)
     else:
         base = int(engine.spark.conf.get("spark.sql.shuffle.partitions") or 200)
     return max(base, -(-block_bytes // PARTITION_BYTES))

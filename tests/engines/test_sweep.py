@@ -1,9 +1,9 @@
 """The sweep (`transforms.sweep`) against the SQL assembly (`transforms.pit.lookup`), on both engines.
 
-Random data, several seeds, a two-column key, and the edges placed on purpose: events on block
+Random data (seeded), a two-column key, and the edges placed on purpose: events on block
 edges, keys with no events and NULL keys, watermarks NULL / unaligned / after the impression /
 far before it, a timestamp-valued max and last_n, a string min, and one heavy key whose windows
-hold more than K distinct values (the KMV estimate) and more than K events (the bottom-K sample).
+hold more than K distinct values (the KMV estimate).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from spark_jobs.aggregations import ACD_K, QUANTILE_K
+from spark_jobs.aggregations import ACD_K
 from spark_jobs.defs.models import FeatureRef
 from spark_jobs.jobs import backfill
 from spark_jobs.transforms.pit import lookup
@@ -59,9 +59,11 @@ def _events(rng: random.Random) -> list[dict]:
         rows.append({"region": rng.choice(["eu", "us"]), "user_id": rng.randrange(1, 8), "kind": rng.choice("abcdef"),
                      "item": rng.randrange(0, 50), "value": round(rng.uniform(-10, 100), 3), "qty": rng.randrange(0, 5),
                      "ts": t})
-    # The heavy key: more distinct items than ACD_K and more events than QUANTILE_K in a day.
+    # The heavy key: more distinct items than ACD_K in a day. (Quantile windows above K are
+    # checked at a small K against raw events in tests/unit/test_sweep_kernels.py: here they
+    # would cost a minute of classic Spark for no other path.)
     heavy_day = DAY0 + timedelta(days=1)
-    for i in range(QUANTILE_K + 2000):
+    for i in range(ACD_K + 1500):
         rows.append({"region": HEAVY[0], "user_id": HEAVY[1], "kind": "z", "item": i % (ACD_K + 1500),
                      "value": float(rng.randrange(0, 10_000)), "qty": 1,
                      "ts": heavy_day + timedelta(seconds=rng.randrange(0, 86400))})
@@ -102,7 +104,6 @@ def test_sweep_equals_sql_assembly(engine, warehouse, tmp_path, seed) -> None:  
     assert len(expected) == len(actual)
     differ = [(expected[k], actual[k]) for k in expected if expected[k] != actual[k]]
     assert not differ, differ[:2]
-    # The data reaches what it is meant to: estimates above K, samples above K, empty windows.
+    # The data reaches what it is meant to: estimates above K, empty windows.
     assert any(r["items_2d"] is not None and r["items_2d"] > ACD_K for r in actual.values())
-    assert any(r["n_2d"] is not None and r["n_2d"] > QUANTILE_K for r in actual.values())
     assert any(r["n_5m"] is None for r in actual.values())
