@@ -114,6 +114,18 @@ def sweep_lookup(
 
     parts = sorted({part_column(features[r.feature], p) for r in refs for p in REGISTRY[features[r.feature].aggregation].parts})
     carried = {p: _carried(p, schema[p]) for p in parts}
+    # approx_count_distinct slides over the finest blocks only: coarser blocks need not carry
+    # their (largest) hash arrays into the shuffle.
+    finest_only = {
+        part_column(features[r.feature], p)
+        for r in refs if features[r.feature].aggregation == "approx_count_distinct"
+        for p in REGISTRY["approx_count_distinct"].parts
+    }
+    g = fs.finest.seconds
+    carried = {
+        p: (f"CASE WHEN block_size = {g} THEN {sql} END" if p in finest_only else sql, t)
+        for p, (sql, t) in carried.items()
+    }
     id_type = impressions.schema[id_column].dataType
     level = "CASE block_size " + " ".join(f"WHEN {d.seconds} THEN {i}" for i, d in enumerate(fs.block_sizes)) + " END"
     start = F.expr("unix_seconds(block_start)")
