@@ -1,4 +1,4 @@
-"""Every read and write of an output table, with the guards of ../shared/ENGINES.md.
+"""Every read and write of an output table, with the guards each engine's writes need.
 
 Two formats behind one interface:
 

@@ -1,7 +1,7 @@
 """`tilewise vacuum`: delete the files that no version within the retention still needs.
 
 Every write replaces the files of the partitions it touches and keeps the old ones for time
-travel, so without this the warehouse only grows. Sail has no VACUUM (../shared/ENGINES.md), so
+travel, so without this the warehouse only grows. Sail has no VACUUM command, so
 this runs without an engine, on the files:
 
 - Delta tables: the `deltalake` package's vacuum, in full mode (also files no commit names, e.g.
