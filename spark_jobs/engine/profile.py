@@ -18,7 +18,8 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 @dataclass(frozen=True)
 class Profile:
-    """Where and how jobs run: engine, table format, folders and engine settings."""
+    """Where and how jobs run: engine, folders and engine settings (tables are always Delta;
+    `table_format: parquet` is accepted from old profiles and warned about)."""
 
     file: str
     engine: Literal["sail", "spark"] = "sail"
