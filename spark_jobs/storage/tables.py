@@ -55,13 +55,11 @@ REBUILD_HINT = (
     "--rebuild (the table then holds only that range; older versions stay readable)."
 )
 
-# Delta's commit-conflict exceptions (`delta.exceptions`, and delta-rs' `CommitFailedError`).
-# Matched by name, so this module needs no Delta import: with `delta.exceptions` imported they
-# arrive as these Python classes, without it as a generic captured error whose text names the Java
-# class `io.delta.exceptions.<Name>`.
+# Delta's commit-conflict exceptions (`delta.exceptions`). Matched by name, so this module needs
+# no Delta import: with `delta.exceptions` imported they arrive as these Python classes, without
+# it as a generic captured error whose text names the Java class `io.delta.exceptions.<Name>`.
 DELTA_CONFLICTS = frozenset(
     {
-        "CommitFailedError",
         "DeltaConcurrentModificationException",
         "ConcurrentWriteException",
         "MetadataChangedException",
@@ -72,6 +70,8 @@ DELTA_CONFLICTS = frozenset(
         "ConcurrentTransactionException",
     }
 )
+# delta-rs (`deltars.py` commits with no automatic retry): any commit after its snapshot.
+DELTA_RS_CONFLICTS = frozenset({"CommitFailedError"})
 _JAVA_CONFLICT = re.compile(r"io\.delta\.exceptions\.(\w+)")
 COMMIT_ATTEMPTS = 3
 
@@ -319,7 +319,7 @@ def _write_lineage_file(path: Path, state: dict) -> None:
 def delta_conflict(exc: BaseException) -> str | None:
     """The name of the Delta commit conflict `exc` is, or None when it is something else."""
     for cls in type(exc).__mro__:
-        if cls.__name__ in DELTA_CONFLICTS:
+        if cls.__name__ in DELTA_CONFLICTS or (cls.__name__ in DELTA_RS_CONFLICTS and _from_delta_rs(cls)):
             return cls.__name__
     head = str(exc).lstrip().split("\n", 1)[0]
     m = _JAVA_CONFLICT.search(head)
@@ -382,3 +382,9 @@ def stage(spark: SparkSession, folder: Path, df: DataFrame, partition_by: list[s
 def _as_date(value: object) -> date:
     """A partition value as deltalake returns it (a date, or its ISO text)."""
     return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _from_delta_rs(cls: type) -> bool:
+    from deltalake.exceptions import DeltaError
+
+    return issubclass(cls, DeltaError)
