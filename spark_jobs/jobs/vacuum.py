@@ -43,7 +43,7 @@ def main(args: argparse.Namespace, profile: Profile, defs: Definitions, run_args
         for table in tables:
             freed = vacuum_table(
                 root, table, retain_hours=args.retain_hours, dry_run=args.dry_run,
-                lock_timeout_s=profile.lock_timeout_s, on_wait=run.say,
+                lock_timeout_s=profile.lock_timeout_s, on_wait=run.say, run_id=run.run_id,
             )
             if freed is None:
                 run.counts[table] = "does not exist"

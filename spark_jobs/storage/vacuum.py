@@ -63,8 +63,9 @@ def vacuum_table(
     dry_run: bool,
     lock_timeout_s: float,
     on_wait: Callable[[str], None] | None = None,
+    run_id: str | None = None,
 ) -> Freed | None:
-    """Vacuum one table; None when it does not exist."""
+    """Vacuum one table; None when it does not exist. Its commits name `run_id` (commitInfo.userMetadata)."""
     path = root / table
     with table_lock(root / "_locks", table, timeout_s=lock_timeout_s, on_wait=on_wait):
         # A vacuum commits on Delta: first settle a pending lineage, so its commit is not taken for a write.
@@ -72,7 +73,7 @@ def vacuum_table(
         # Existence by the log's files: opening a damaged Delta log is `_vacuum_delta`'s to report.
         if not any((path / "_delta_log").glob("*.json")):
             return None
-        return _vacuum_delta(path, retain_hours, dry_run)
+        return _vacuum_delta(path, retain_hours, dry_run, run_id)
 
 
 def vacuum_runs(root: Path, *, retain_hours: float, dry_run: bool, now: float | None = None) -> Freed:
@@ -102,11 +103,12 @@ def vacuum_runs(root: Path, *, retain_hours: float, dry_run: bool, now: float | 
     return freed
 
 
-def _vacuum_delta(path: Path, retain_hours: float, dry_run: bool) -> Freed:
-    from deltalake import DeltaTable
+def _vacuum_delta(path: Path, retain_hours: float, dry_run: bool, run_id: str | None) -> Freed:
+    from deltalake import CommitProperties, DeltaTable
     from deltalake.exceptions import DeltaError
 
-    kw = {"retention_hours": math.ceil(retain_hours), "enforce_retention_duration": False, "full": True}
+    kw = {"retention_hours": math.ceil(retain_hours), "enforce_retention_duration": False, "full": True,
+          "commit_properties": CommitProperties(custom_metadata={"userMetadata": run_id} if run_id else None)}
     freed = Freed()
     try:
         table = DeltaTable(str(path))
