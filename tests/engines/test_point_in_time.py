@@ -123,7 +123,7 @@ def publish_tables(engine, root: Path):  # type: ignore[no-untyped-def]
     write_parquet(data / "labels" / "l.parquet", labels, LABELS)
     defs_dir = write_defs(root, DEFS)
     defs = load(defs_dir, data)
-    wh = Warehouse(engine.spark, root / "warehouse", engine.table_format, lock_timeout_s=30)
+    wh = Warehouse(engine.spark, root / "warehouse", engine.writer, lock_timeout_s=30)
     engine.activate()
     run_job(engine, wh, defs, "backfill", backfill.run, start=date(2026, 3, 2), end=date(2026, 3, 4), names=["acts"])
     run_job(engine, wh, defs, "snapshot", snapshot.run, as_of=datetime(2026, 3, 3, 12), names=["acts"])
