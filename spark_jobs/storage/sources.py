@@ -379,6 +379,7 @@ def read_parquet(
     for c in ns_anywhere:
         if c not in st.nanosecond_columns:
             st.nanosecond_columns.append(c)
+        st.truncation_moved_block.setdefault(c, 0)
     moved = _moved_by_truncation(footers, block_s)
     for c, n in moved.items():
         st.truncation_moved_block[c] = st.truncation_moved_block.get(c, 0) + n
