@@ -98,7 +98,8 @@ def _naive(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(**{c: df[c].dt.tz_localize(None) for c in df.columns if c in ("ts", "feature_watermark")})
 
 
-def _write(root: Path, variant: str) -> Path:
+def write_variant(root: Path, variant: str) -> Path:
+    """The data under root/variant, written as `micros`, `nanos` or `naive` (see the module docstring)."""
     events, imps, labels = _frames()
     data = root / variant
     for sub in ("events", "impressions", "labels"):
@@ -121,7 +122,7 @@ def _write(root: Path, variant: str) -> Path:
 
 
 def _run(engine, root: Path, variant: str):  # type: ignore[no-untyped-def]
-    data = _write(root, variant)
+    data = write_variant(root, variant)
     defs = load(write_defs(root / f"defs-{variant}", DEFS), data)
     wh = Warehouse(engine.spark, root / f"wh-{variant}", engine.table_format, lock_timeout_s=30)
     engine.activate()
