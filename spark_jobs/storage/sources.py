@@ -187,6 +187,9 @@ def latest_time(spark: SparkSession, defs: Definitions, name: str, now: datetime
 # Engine messages of a failed file read: Sail ("Parquet argument error: External: snappy: corrupt
 # input ..."), classic Spark ("[FAILED_READ_FILE...] Encountered error while reading file ...").
 _READ_FAILURE = re.compile(r"parquet|FAILED_READ_FILE|corrupt|decompress|uncompress|decod", re.IGNORECASE)
+# An engine that has no type for a column: Sail ("cast Float16 to Spark data type"), classic
+# Spark ("[PARQUET_TYPE_ILLEGAL] Illegal Parquet type: INT64 (TIME(NANOS,true))").
+_TYPE_FAILURE = re.compile(r"cast (?P<sail>.+?) to Spark data type|Illegal Parquet type: (?P<spark>[^.]+?)(?:\. |\.?$)", re.MULTILINE)
 
 
 @contextmanager
@@ -217,7 +220,12 @@ def _read_failure(exc: Exception, stats: dict[str, InputStats]) -> str | None:
     lines = [line.strip().lstrip(": ") for line in text.splitlines() if line.strip() and not line.startswith("\t")]
     lines = [line for line in lines if not line.startswith("An error occurred while calling")]
     said = (lines[0] if lines else type(exc).__name__)[:300]
-    if not isinstance(exc, (PySparkException, Py4JJavaError)) or not _READ_FAILURE.search(text):
+    if not isinstance(exc, (PySparkException, Py4JJavaError)):
+        return None
+    typed = _TYPE_FAILURE.search(text)
+    if typed is not None:
+        return _type_failure(typed.group("sail") or typed.group("spark"), stats, said)
+    if not _READ_FAILURE.search(text):
         return None
     for st in stats.values():
         for path in st.paths:
@@ -233,6 +241,55 @@ def _read_failure(exc: Exception, stats: dict[str, InputStats]) -> str | None:
         if not st.paths and st.root and st.root in text:
             return f"source {st.source}: the engine cannot read its data under {st.root}: {said}"
     return None
+
+
+def _type_failure(engine_type: str, stats: dict[str, InputStats], said: str) -> str | None:
+    """The source, file and column of a type the engine has none for, from the files' footers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for st in stats.values():
+        for path in st.paths:
+            try:
+                schema = pq.read_schema(path)
+            except (OSError, pa.ArrowException):
+                continue
+            for fld in schema:
+                if _engine_names(fld.type) & {engine_type.strip(), engine_type.strip().upper()}:
+                    return f"source {st.source}: file {path}: column {fld.name} ({fld.type}): the engine cannot read this type: {said}"
+    if not stats:
+        return None
+    names = ", ".join(sorted(stats))
+    return f"source {names}: a column has a type the engine cannot read ({engine_type}): {said}"
+
+
+_UNITS = {"s": "Second", "ms": "Millisecond", "us": "Microsecond", "ns": "Nanosecond"}
+_PARQUET_UNITS = {"ms": "MILLIS", "us": "MICROS", "ns": "NANOS"}
+
+
+def _engine_names(dtype: pa.DataType) -> set[str]:
+    """How Sail (Arrow's Rust names) and classic Spark (Parquet's names) spell `dtype` in an error."""
+    import pyarrow as pa
+
+    names = {str(dtype)}
+    if pa.types.is_float16(dtype):
+        names.add("Float16")
+    elif pa.types.is_timestamp(dtype):
+        tz = f'Some("{dtype.tz}")' if dtype.tz else "None"
+        names.add(f"Timestamp({_UNITS[dtype.unit]}, {tz})")
+        if dtype.unit in _PARQUET_UNITS:
+            names.add(f"INT64 (TIMESTAMP({_PARQUET_UNITS[dtype.unit]},{'true' if dtype.tz else 'false'}))")
+    elif pa.types.is_duration(dtype):
+        names.add(f"Duration({_UNITS[dtype.unit]})")
+    elif pa.types.is_time32(dtype) or pa.types.is_time64(dtype):
+        names.add(f"Time{dtype.bit_width}({_UNITS[dtype.unit]})")
+        if dtype.unit in _PARQUET_UNITS:
+            physical = "INT32" if dtype.bit_width == 32 else "INT64"
+            names.add(f"{physical} (TIME({_PARQUET_UNITS[dtype.unit]},true))")
+            names.add(f"{physical} (TIME({_PARQUET_UNITS[dtype.unit]},false))")
+    for child in _children(dtype):
+        names |= _engine_names(child)
+    return names
 
 
 def _unreadable(file: Path) -> str | None:
@@ -285,15 +342,54 @@ def nanosecond_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
 
 
-def assert_no_nested_nanoseconds(source: str, file: Path, schema: pa.Schema) -> None:
-    """Nanoseconds inside a struct, list or map: neither engine reads them, so stop with the column named."""
+def assert_readable_types(source: str, file: Path, schema: pa.Schema) -> None:
+    """Refuse, naming the column, a type the engines cannot read from Parquet.
+
+    Sail refuses half floats, nanosecond durations and times, and nanoseconds inside a struct,
+    list or map ("cast Float16 to Spark data type", naming no file nor column); classic Spark reads
+    some of them as plain numbers. Either way the engines would not agree, so stop before them.
+    """
     for fld in schema:
-        if fld.name not in nanosecond_columns(schema) and _has_nested_nanoseconds(fld.type):
+        if fld.name in nanosecond_columns(schema):
+            continue
+        if _has_nested_nanoseconds(fld.type):
             raise InputDataError(
                 f"source {source}: file {file}: column {fld.name} ({fld.type}) holds nanosecond timestamps inside "
                 "a nested type, which the engines cannot read; write it with microseconds "
                 "(pandas: df.to_parquet(..., coerce_timestamps='us', allow_truncated_timestamps=True))"
             )
+        bad = _unreadable_type(fld.type)
+        if bad is not None:
+            raise InputDataError(
+                f"source {source}: file {file}: column {fld.name} has type {fld.type}, which the engines cannot "
+                f"read ({bad}); convert it before export (e.g. to float32, or to a number of microseconds)"
+            )
+
+
+def _unreadable_type(dtype: pa.DataType) -> str | None:
+    import pyarrow as pa
+
+    if pa.types.is_float16(dtype):
+        return "half float"
+    if (pa.types.is_duration(dtype) or pa.types.is_time64(dtype)) and dtype.unit == "ns":
+        return "nanosecond unit"
+    for child in _children(dtype):
+        bad = _unreadable_type(child)
+        if bad is not None:
+            return bad
+    return None
+
+
+def _children(dtype: pa.DataType) -> list[pa.DataType]:
+    import pyarrow as pa
+
+    if pa.types.is_struct(dtype):
+        return [dtype.field(i).type for i in range(dtype.num_fields)]
+    if pa.types.is_map(dtype):
+        return [dtype.key_type, dtype.item_type]
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype):
+        return [dtype.value_type]
+    return []
 
 
 def _has_nested_nanoseconds(dtype: pa.DataType) -> bool:
@@ -301,13 +397,7 @@ def _has_nested_nanoseconds(dtype: pa.DataType) -> bool:
 
     if pa.types.is_timestamp(dtype):
         return dtype.unit == "ns"
-    if pa.types.is_struct(dtype):
-        return any(_has_nested_nanoseconds(dtype.field(i).type) for i in range(dtype.num_fields))
-    if pa.types.is_map(dtype):
-        return _has_nested_nanoseconds(dtype.key_type) or _has_nested_nanoseconds(dtype.item_type)
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype):
-        return _has_nested_nanoseconds(dtype.value_type)
-    return False
+    return any(_has_nested_nanoseconds(child) for child in _children(dtype))
 
 
 def spark_schema(source: str, files: dict[Path, pa.Schema], classic: bool) -> StructType:
@@ -365,7 +455,7 @@ def read_parquet(
     # Sail reads a set of files only when each timestamp column has one unit and zone in all of them.
     groups: dict[tuple[tuple[str, str], ...], list[Path]] = {}
     for f, schema in schemas.items():
-        assert_no_nested_nanoseconds(source, f, schema)
+        assert_readable_types(source, f, schema)
         key = tuple((fld.name, str(fld.type)) for fld in schema if pa.types.is_timestamp(fld.type))
         groups.setdefault(key, []).append(f)
     ns_anywhere = sorted({c for f in schemas for c in nanosecond_columns(schemas[f])})

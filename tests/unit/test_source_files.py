@@ -80,10 +80,10 @@ def test_the_read_schema_of_nanosecond_files_is_derived_from_their_footers() -> 
 
 
 def test_nanoseconds_inside_a_nested_column_are_refused_naming_the_column() -> None:
-    from spark_jobs.storage.sources import assert_no_nested_nanoseconds
+    from spark_jobs.storage.sources import assert_readable_types
 
     ok = pa.schema([("ts", pa.timestamp("ns", tz="UTC")), ("at", pa.struct([("t", pa.timestamp("us"))]))])
-    assert_no_nested_nanoseconds("events", Path("a.parquet"), ok)
+    assert_readable_types("events", Path("a.parquet"), ok)
     for nested in (
         pa.struct([("t", pa.timestamp("ns"))]),
         pa.list_(pa.timestamp("ns", tz="UTC")),
@@ -91,7 +91,7 @@ def test_nanoseconds_inside_a_nested_column_are_refused_naming_the_column() -> N
     ):
         bad = pa.schema([("ts", pa.timestamp("us")), ("extra", nested)])
         with pytest.raises(InputDataError, match=r"source events: file b\.parquet: column extra .*nanosecond timestamps inside"):
-            assert_no_nested_nanoseconds("events", Path("b.parquet"), bad)
+            assert_readable_types("events", Path("b.parquet"), bad)
 
 
 def test_a_timestamp_unit_is_no_drift_but_naive_against_utc_is(tmp_path: Path) -> None:
@@ -121,3 +121,37 @@ def test_truncation_moves_a_time_across_a_block_edge_only_before_1970(tmp_path: 
     assert _moved_by_truncation(footers, 300) == {"ts": 3}  # wm and recent.parquet: footers show no time before 1970, not read
     assert _moved_by_truncation(footers, 420) == {"ts": 2}
     assert _moved_by_truncation(footers, 1) == {"ts": 4}
+
+
+def test_types_the_engines_cannot_read_are_refused_naming_the_column() -> None:
+    from spark_jobs.storage.sources import assert_readable_types
+
+    assert_readable_types("events", Path("a.parquet"), pa.schema([("d", pa.duration("us")), ("t", pa.time64("us"))]))
+    for dtype, why in (
+        (pa.float16(), "half float"),
+        (pa.duration("ns"), "nanosecond unit"),
+        (pa.time64("ns"), "nanosecond unit"),
+        (pa.list_(pa.float16()), "half float"),
+    ):
+        with pytest.raises(InputDataError, match=rf"source events: file a\.parquet: column x has type .*cannot read \({why}\)"):
+            assert_readable_types("events", Path("a.parquet"), pa.schema([("ts", pa.timestamp("us")), ("x", dtype)]))
+
+
+def test_an_engine_without_a_type_for_a_column_is_an_input_error_naming_source_file_and_column(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    from pyspark.errors.exceptions.connect import UnsupportedOperationException
+
+    from spark_jobs.storage.sources import InputStats, reading
+
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"ts": pa.array([0], pa.timestamp("us")), "span": pa.array([1], pa.duration("ns"))}), path)
+    stats = {"events": InputStats("events", paths=[str(path)])}
+    with pytest.raises(InputDataError, match=r"source events: file .*a\.parquet: column span \(duration\[ns\]\): the engine cannot read"):
+        with reading(stats):
+            raise UnsupportedOperationException(message="cast Duration(Nanosecond) to Spark data type")
+    with pytest.raises(InputDataError, match=r"source events: a column has a type the engine cannot read \(Float16\)"):
+        with reading(stats):
+            raise UnsupportedOperationException(message="cast Float16 to Spark data type")
+    with pytest.raises(UnsupportedOperationException):  # no source read: not an input error
+        with reading({}):
+            raise UnsupportedOperationException(message="cast Float16 to Spark data type")
