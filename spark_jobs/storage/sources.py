@@ -717,5 +717,8 @@ def _time_bounds(meta: pq.FileMetaData, column: str) -> tuple[datetime | None, d
 
 def _as_utc(value: object) -> datetime | None:
     if isinstance(value, datetime):
+        if getattr(value, "nanosecond", 0):  # a pandas Timestamp from a nanosecond footer
+            # Truncated toward zero to a plain datetime, as the engines read the value.
+            value = (value.floor("us") if value.value >= 0 else value.ceil("us")).to_pydatetime()  # type: ignore[attr-defined]
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     return None

@@ -155,3 +155,16 @@ def test_an_engine_without_a_type_for_a_column_is_an_input_error_naming_source_f
     with pytest.raises(UnsupportedOperationException):  # no source read: not an input error
         with reading({}):
             raise UnsupportedOperationException(message="cast Float16 to Spark data type")
+
+
+def test_footer_bounds_of_nanosecond_files_are_truncated_as_the_engines_read_them(tmp_path: Path) -> None:
+    """A file whose only time is 500 ns before 1970 holds, once read, 1970-01-01 00:00: a range
+    starting then must read it; a file with 00:04:59.999999999 must not be read for [00:05, ...)."""
+    events = tmp_path / "data" / "events"
+    write_parquet(events / "a.parquet", [{**ROW, "ts": -500}], EVENTS.set(4, pa.field("ts", pa.timestamp("ns"))))
+    write_parquet(events / "b.parquet", [{**ROW, "ts": 299_999_999_999}], EVENTS.set(4, pa.field("ts", pa.timestamp("ns"))))
+    defs = load(write_defs(tmp_path, DEFS.replace("FILTER_COLUMN", "kind")), tmp_path / "data")
+    _, chosen = select_files(defs, "events", TimeRange(lo=datetime(1970, 1, 1), hi=datetime(1970, 1, 1, 0, 5)))
+    assert [f.name for f in chosen] == ["a.parquet", "b.parquet"]
+    _, chosen = select_files(defs, "events", TimeRange(lo=datetime(1970, 1, 1, 0, 5)))
+    assert chosen == []
