@@ -24,7 +24,7 @@ from spark_jobs.errors import InputDataError
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import block_suite
 from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.sources import InputStats, TimeRange, read_source, reading
+from spark_jobs.storage.sources import InputStats, TimeRange, read_source, reading, truncation_notes
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms.blocks import EVENT_COUNT, build_blocks, roll_up
 from spark_jobs.transforms.events import clean_events, event_counts, with_event_time
@@ -95,7 +95,9 @@ def backfill_feature_set(
         wh.check_lineage(table, lineage)  # before any work; checked again when writing
     with wh.lock(table, on_wait=run.say), reading(stats):
         with run.step(f"{fs.name}: read {fs.source} {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
-            raw = read_source(engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats)
+            raw = read_source(
+                engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats, block_s=fs.block_sizes[0].seconds
+            )
             events = with_event_time(raw, src.timestamp, fs.source)
             counts = event_counts(events, src.timestamp, fs.key, _ts(lo), _ts(hi), run.clock)
             clean = clean_events(events, fs.key, src.dedupe_key, _ts(lo), _ts(hi), run.clock)
@@ -145,6 +147,7 @@ def backfill_feature_set(
             f"{fs.name}: 0 events of source {fs.source} in [{_ts(lo):%Y-%m-%d %H:%M}, {_ts(hi):%Y-%m-%d %H:%M}) "
             f"({counts['rows_read']:,} rows read, {counts['in_range']:,} in range): the range now has no blocks"
         )
+    run.notes.extend(f"{fs.name}: {note}" for note in truncation_notes(stats))
     files = stats.get(fs.source) or next(iter(stats.values()), None)
     read_note = f", files read {files.files_read}/{files.files_total}" if files and files.files_total else ""
     run.say(

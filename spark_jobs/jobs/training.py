@@ -17,6 +17,7 @@ bucketBy and uses ordinary hash joins (same rows).
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta
 
 from pyspark.sql import functions as F
@@ -29,7 +30,7 @@ from spark_jobs.jobs.backfill import table_name as blocks_table
 from spark_jobs.quality import gate
 from spark_jobs.jobs.validate import WATERMARK, training_expectations
 from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source, reading
+from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source, reading, truncation_notes
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
@@ -94,7 +95,10 @@ def _build(
         wh.check_lineage(table_name(name), lineage)  # before any work; checked again when writing
 
     with run.step(f"{name}: impressions {start} .. {end}"):
-        raw = with_event_time(read_source(spark, defs, ts_def.impressions, TimeRange(lo, hi), stats), src.timestamp, src.name)
+        # An impression's time is placed in the finest blocks of every feature set it looks up.
+        block_s = math.gcd(*(defs.feature_sets[fs].block_sizes[0].seconds for fs in ts_def.feature_sets)) or 1
+        raw = read_source(spark, defs, ts_def.impressions, TimeRange(lo, hi), stats, block_s=block_s)
+        raw = with_event_time(raw, src.timestamp, src.name)
         if ID not in raw.columns:
             raise InputDataError(f"impressions source {src.name}: column {ID!r} not found")
         watermark = WATERMARK if WATERMARK in raw.columns else None
@@ -140,6 +144,7 @@ def _build(
     run.counts["label_cutoffs"] = {k: str(v) for k, v in cutoffs.items()}
     counts["immature_not_emitted"] = immature
     run.inputs["_sources"] = {k: v.as_dict() for k, v in stats.items()}
+    run.notes.extend(truncation_notes(stats))
     if immature:
         run.notes.append(f"{immature:,} immature impressions (label window still open) not emitted")
 

@@ -11,6 +11,12 @@ a column whose type differs between the files of a source (schema drift: Spark r
 into silent nulls, Sail refuses them with an error naming neither). Corruption the footer cannot
 show (a damaged data page) surfaces when the engine executes: `reading` maps that failure to the
 source and, when it can find it, the file.
+
+Timestamps come in every unit Python writers use. pandas writes nanoseconds by default, which
+neither engine reads on its own (Sail refuses the type, classic Spark reads it only as a number),
+so files with nanosecond columns are read with an explicit schema derived from their footers and
+every such column becomes a microsecond UTC timestamp, truncated toward zero on both engines
+(toward the past from 1970 on). Naive timestamps are taken as UTC.
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from spark_jobs.defs.models import Definitions, Source
 from spark_jobs.errors import InputDataError, TilewiseError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     import pyarrow.parquet as pq
+    from pyspark.sql.types import StructType
 
 
 @dataclass
@@ -43,13 +51,21 @@ class InputStats:
     bytes_read: int | None = None
     paths: list[str] = field(default_factory=list)  # the local Parquet files handed to the engine
     root: str | None = None  # the source's path
+    # Nanosecond columns read (truncated to microseconds), and per column the values whose
+    # truncation moved them onto a block boundary from before it (possible only before 1970).
+    nanosecond_columns: list[str] = field(default_factory=list)
+    truncation_moved_block: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {
+        out: dict = {
             "files_total": self.files_total,
             "files_read": self.files_read,
             "bytes_read": self.bytes_read,
         }
+        if self.nanosecond_columns:
+            out["nanosecond_columns"] = sorted(self.nanosecond_columns)
+            out["truncation_moved_block"] = dict(sorted(self.truncation_moved_block.items()))
+        return out
 
 
 @dataclass(frozen=True)
@@ -61,11 +77,17 @@ class TimeRange:
 
 
 def read_source(
-    spark: SparkSession, defs: Definitions, name: str, rng: TimeRange, stats: dict[str, InputStats]
+    spark: SparkSession,
+    defs: Definitions,
+    name: str,
+    rng: TimeRange,
+    stats: dict[str, InputStats],
+    block_s: int = 1,
 ) -> DataFrame:
     """The rows of source `name`, restricted to its timestamp in `rng` where files allow pruning.
 
-    The caller still filters rows on the timestamp; pruning only skips whole files.
+    The caller still filters rows on the timestamp; pruning only skips whole files. `block_s` is
+    the block size whose boundaries a truncated nanosecond timestamp is checked against.
     """
     src = defs.sources[name]
     if src.sql is not None:
@@ -73,13 +95,29 @@ def read_source(
             dep_src = defs.sources[dep]
             # Prune a dependency's files only when the view keeps its time column as is.
             dep_rng = rng if dep_src.timestamp == src.timestamp else TimeRange()
-            read_source(spark, defs, dep, dep_rng, stats).createOrReplaceTempView(dep)
+            read_source(spark, defs, dep, dep_rng, stats, block_s).createOrReplaceTempView(dep)
         return spark.sql(src.sql)
-    return _read_files(spark, defs, src, rng, stats)
+    return _read_files(spark, defs, src, rng, stats, block_s)
+
+
+def truncation_notes(stats: dict[str, InputStats]) -> list[str]:
+    """One line per source column whose truncation to microseconds moved values across a block boundary."""
+    return [
+        f"source {st.source}: {n:,} timestamps of column {col} moved into the next block when truncated "
+        "to microseconds (nanosecond values before 1970)"
+        for st in stats.values()
+        for col, n in sorted(st.truncation_moved_block.items())
+        if n
+    ]
 
 
 def _read_files(
-    spark: SparkSession, defs: Definitions, src: Source, rng: TimeRange, stats: dict[str, InputStats]
+    spark: SparkSession,
+    defs: Definitions,
+    src: Source,
+    rng: TimeRange,
+    stats: dict[str, InputStats],
+    block_s: int = 1,
 ) -> DataFrame:
     assert src.path is not None
     path = src.path
@@ -90,15 +128,16 @@ def _read_files(
     if src.format == "delta":
         return spark.read.format("delta").load(path)
     if src.format == "parquet" and local:
-        files, chosen = select_files(defs, src.name, rng)
+        footers, chosen = _select(defs, src.name, rng)
+        files = list(footers)
         st.files_total = (st.files_total or 0) + len(files)
         st.files_read = (st.files_read or 0) + len(chosen)
         st.bytes_read = (st.bytes_read or 0) + sum(f.stat().st_size for f in chosen)
         st.paths.extend(str(f) for f in chosen if str(f) not in st.paths)
         if not chosen:
             # Keep the schema: read one file and keep no rows.
-            return spark.read.parquet(str(files[0])).limit(0)
-        return spark.read.parquet(*[str(f) for f in chosen])
+            return read_parquet(spark, src.name, {files[0]: footers[files[0]]}, st, block_s).limit(0)
+        return read_parquet(spark, src.name, {f: footers[f] for f in chosen}, st, block_s)
     reader = spark.read.format(src.format)
     if src.format == "csv":
         reader = reader.option("header", "true").option("inferSchema", "true")
@@ -148,6 +187,9 @@ def latest_time(spark: SparkSession, defs: Definitions, name: str, now: datetime
 # Engine messages of a failed file read: Sail ("Parquet argument error: External: snappy: corrupt
 # input ..."), classic Spark ("[FAILED_READ_FILE...] Encountered error while reading file ...").
 _READ_FAILURE = re.compile(r"parquet|FAILED_READ_FILE|corrupt|decompress|uncompress|decod", re.IGNORECASE)
+# An engine that has no type for a column: Sail ("cast Float16 to Spark data type"), classic
+# Spark ("[PARQUET_TYPE_ILLEGAL] Illegal Parquet type: INT64 (TIME(NANOS,true))").
+_TYPE_FAILURE = re.compile(r"cast (?P<sail>.+?) to Spark data type|Illegal Parquet type: (?P<spark>[^.]+?)(?:\. |\.?$)", re.MULTILINE)
 
 
 @contextmanager
@@ -178,7 +220,12 @@ def _read_failure(exc: Exception, stats: dict[str, InputStats]) -> str | None:
     lines = [line.strip().lstrip(": ") for line in text.splitlines() if line.strip() and not line.startswith("\t")]
     lines = [line for line in lines if not line.startswith("An error occurred while calling")]
     said = (lines[0] if lines else type(exc).__name__)[:300]
-    if not isinstance(exc, (PySparkException, Py4JJavaError)) or not _READ_FAILURE.search(text):
+    if not isinstance(exc, (PySparkException, Py4JJavaError)):
+        return None
+    typed = _TYPE_FAILURE.search(text)
+    if typed is not None:
+        return _type_failure(typed.group("sail") or typed.group("spark"), stats, said)
+    if not _READ_FAILURE.search(text):
         return None
     for st in stats.values():
         for path in st.paths:
@@ -194,6 +241,55 @@ def _read_failure(exc: Exception, stats: dict[str, InputStats]) -> str | None:
         if not st.paths and st.root and st.root in text:
             return f"source {st.source}: the engine cannot read its data under {st.root}: {said}"
     return None
+
+
+def _type_failure(engine_type: str, stats: dict[str, InputStats], said: str) -> str | None:
+    """The source, file and column of a type the engine has none for, from the files' footers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for st in stats.values():
+        for path in st.paths:
+            try:
+                schema = pq.read_schema(path)
+            except (OSError, pa.ArrowException):
+                continue
+            for fld in schema:
+                if _engine_names(fld.type) & {engine_type.strip(), engine_type.strip().upper()}:
+                    return f"source {st.source}: file {path}: column {fld.name} ({fld.type}): the engine cannot read this type: {said}"
+    if not stats:
+        return None
+    names = ", ".join(sorted(stats))
+    return f"source {names}: a column has a type the engine cannot read ({engine_type}): {said}"
+
+
+_UNITS = {"s": "Second", "ms": "Millisecond", "us": "Microsecond", "ns": "Nanosecond"}
+_PARQUET_UNITS = {"ms": "MILLIS", "us": "MICROS", "ns": "NANOS"}
+
+
+def _engine_names(dtype: pa.DataType) -> set[str]:
+    """How Sail (Arrow's Rust names) and classic Spark (Parquet's names) spell `dtype` in an error."""
+    import pyarrow as pa
+
+    names = {str(dtype)}
+    if pa.types.is_float16(dtype):
+        names.add("Float16")
+    elif pa.types.is_timestamp(dtype):
+        tz = f'Some("{dtype.tz}")' if dtype.tz else "None"
+        names.add(f"Timestamp({_UNITS[dtype.unit]}, {tz})")
+        if dtype.unit in _PARQUET_UNITS:
+            names.add(f"INT64 (TIMESTAMP({_PARQUET_UNITS[dtype.unit]},{'true' if dtype.tz else 'false'}))")
+    elif pa.types.is_duration(dtype):
+        names.add(f"Duration({_UNITS[dtype.unit]})")
+    elif pa.types.is_time32(dtype) or pa.types.is_time64(dtype):
+        names.add(f"Time{dtype.bit_width}({_UNITS[dtype.unit]})")
+        if dtype.unit in _PARQUET_UNITS:
+            physical = "INT32" if dtype.bit_width == 32 else "INT64"
+            names.add(f"{physical} (TIME({_PARQUET_UNITS[dtype.unit]},true))")
+            names.add(f"{physical} (TIME({_PARQUET_UNITS[dtype.unit]},false))")
+    for child in _children(dtype):
+        names |= _engine_names(child)
+    return names
 
 
 def _unreadable(file: Path) -> str | None:
@@ -224,11 +320,241 @@ def select_files(defs: Definitions, name: str, rng: TimeRange) -> tuple[list[Pat
     Each file read is checked first: a readable footer, every column the definitions use, and
     the same type per column as the source's other files.
     """
+    footers, chosen = _select(defs, name, rng)
+    return list(footers), chosen
+
+
+def _select(defs: Definitions, name: str, rng: TimeRange) -> tuple[dict[Path, pq.FileMetaData], list[Path]]:
     src = defs.sources[name]
     footers = _footers(src)
     chosen = [f for f, meta in footers.items() if _may_overlap(meta, src.timestamp, rng)]
     _check_schemas(src, footers, chosen, columns_used(defs, name))
-    return list(footers), chosen
+    return footers, chosen
+
+
+# -- nanosecond timestamps --------------------------------------------------------------------
+
+
+def nanosecond_columns(schema: pa.Schema) -> list[str]:
+    """Top-level columns holding nanosecond timestamps (pandas' default unit), in schema order."""
+    import pyarrow as pa
+
+    return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+
+
+def assert_readable_types(source: str, file: Path, schema: pa.Schema) -> None:
+    """Refuse, naming the column, a type the engines cannot read from Parquet.
+
+    Sail refuses half floats, nanosecond durations and times, and nanoseconds inside a struct,
+    list or map ("cast Float16 to Spark data type", naming no file nor column); classic Spark reads
+    some of them as plain numbers. Either way the engines would not agree, so stop before them.
+    """
+    for fld in schema:
+        if fld.name in nanosecond_columns(schema):
+            continue
+        if _has_nested_nanoseconds(fld.type):
+            raise InputDataError(
+                f"source {source}: file {file}: column {fld.name} ({fld.type}) holds nanosecond timestamps inside "
+                "a nested type, which the engines cannot read; write it with microseconds "
+                "(pandas: df.to_parquet(..., coerce_timestamps='us', allow_truncated_timestamps=True))"
+            )
+        bad = _unreadable_type(fld.type)
+        if bad is not None:
+            raise InputDataError(
+                f"source {source}: file {file}: column {fld.name} has type {fld.type}, which the engines cannot "
+                f"read ({bad}); convert it before export (e.g. to float32, or to a number of microseconds)"
+            )
+
+
+def _unreadable_type(dtype: pa.DataType) -> str | None:
+    import pyarrow as pa
+
+    if pa.types.is_float16(dtype):
+        return "half float"
+    if (pa.types.is_duration(dtype) or pa.types.is_time64(dtype)) and dtype.unit == "ns":
+        return "nanosecond unit"
+    for child in _children(dtype):
+        bad = _unreadable_type(child)
+        if bad is not None:
+            return bad
+    return None
+
+
+def _children(dtype: pa.DataType) -> list[pa.DataType]:
+    import pyarrow as pa
+
+    if pa.types.is_struct(dtype):
+        return [dtype.field(i).type for i in range(dtype.num_fields)]
+    if pa.types.is_map(dtype):
+        return [dtype.key_type, dtype.item_type]
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype):
+        return [dtype.value_type]
+    return []
+
+
+def _has_nested_nanoseconds(dtype: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(dtype):
+        return dtype.unit == "ns"
+    return any(_has_nested_nanoseconds(child) for child in _children(dtype))
+
+
+def spark_schema(source: str, files: dict[Path, pa.Schema], classic: bool) -> StructType:
+    """The Spark schema to read `files` with: every column of any of them, in first-seen order.
+
+    A nanosecond timestamp column is TIMESTAMP on Sail (which truncates it to microseconds) and
+    BIGINT on classic Spark (which reads it only as a number; `from_nanoseconds` converts it).
+    Other columns get the type the engine would infer; a type it has none for is an error naming
+    the column and the file.
+    """
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import LongType, StructField, StructType, TimestampType
+
+    fields: dict[str, StructField] = {}
+    for f, schema in files.items():
+        for fld in schema:
+            if fld.name.lower() in fields:
+                continue
+            if pa.types.is_timestamp(fld.type) and fld.type.unit == "ns":
+                dtype = LongType() if classic else TimestampType()
+            else:
+                try:
+                    dtype = from_arrow_type(fld.type)
+                except (TypeError, ValueError) as exc:  # pyspark's own PySparkTypeError is a TypeError
+                    raise InputDataError(
+                        f"source {source}: file {f}: column {fld.name} has type {fld.type}, which the engines "
+                        f"cannot read ({exc})"
+                    ) from None
+            fields[fld.name.lower()] = StructField(fld.name, dtype, nullable=True)
+    return StructType(list(fields.values()))
+
+
+def from_nanoseconds(column: str) -> Column:
+    """Classic Spark: BIGINT nanoseconds -> TIMESTAMP, truncated toward zero like Sail's cast."""
+    from pyspark.sql import functions as F
+
+    return F.expr(f"timestamp_micros(`{column}` div 1000)")
+
+
+def read_parquet(
+    spark: SparkSession, source: str, footers: dict[Path, pq.FileMetaData], st: InputStats, block_s: int = 1
+) -> DataFrame:
+    """The rows of these Parquet files; nanosecond timestamp columns as microsecond TIMESTAMPs.
+
+    Files without nanosecond columns, with one type per timestamp column, are read as the engine
+    reads them. Otherwise files are read in groups with the same timestamp types, each with an
+    explicit schema, and put together by name; a column that is nanoseconds in some file is a
+    TIMESTAMP in every group.
+    """
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    schemas = {f: meta.schema.to_arrow_schema() for f, meta in footers.items()}
+    # Sail reads a set of files only when each timestamp column has one unit and zone in all of them.
+    groups: dict[tuple[tuple[str, str], ...], list[Path]] = {}
+    for f, schema in schemas.items():
+        assert_readable_types(source, f, schema)
+        key = tuple((fld.name, str(fld.type)) for fld in schema if pa.types.is_timestamp(fld.type))
+        groups.setdefault(key, []).append(f)
+    ns_anywhere = sorted({c for f in schemas for c in nanosecond_columns(schemas[f])})
+    if len(groups) == 1 and not ns_anywhere:
+        return spark.read.parquet(*[str(f) for f in footers])
+    classic = not _is_connect(spark)
+    if classic:
+        # Classic Spark refuses TIMESTAMP(NANOS) columns unless told to read them as numbers. The
+        # setting changes nothing else, and stays on: the scan reads it again when it executes.
+        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+    for c in ns_anywhere:
+        if c not in st.nanosecond_columns:
+            st.nanosecond_columns.append(c)
+        st.truncation_moved_block.setdefault(c, 0)
+    moved = _moved_by_truncation(footers, block_s)
+    for c, n in moved.items():
+        st.truncation_moved_block[c] = st.truncation_moved_block.get(c, 0) + n
+    frames = []
+    for group in groups.values():
+        cols = nanosecond_columns(schemas[group[0]])
+        schema = spark_schema(source, {f: schemas[f] for f in group}, classic)
+        df = spark.read.schema(schema).parquet(*[str(f) for f in group])
+        present = {c.lower(): c for c in df.columns}
+        fixes = {}
+        for c in ns_anywhere:
+            name = present.get(c.lower())
+            if name is None:
+                continue
+            if c in cols:
+                fixes[name] = from_nanoseconds(name) if classic else F.col(f"`{name}`")
+            else:
+                fixes[name] = F.col(f"`{name}`").cast("timestamp")  # naive in this file: taken as UTC
+        frames.append(df.withColumns(fixes))
+    out = frames[0]
+    for df in frames[1:]:
+        out = out.unionByName(df, allowMissingColumns=True)
+    return out
+
+
+def _moved_by_truncation(footers: dict[Path, pq.FileMetaData], block_s: int) -> dict[str, int]:
+    """Per nanosecond column, the values truncation moves onto a boundary of `block_s` from before it.
+
+    Truncation toward zero moves a time toward the past from 1970 on, which keeps every value in
+    its block: boundaries are whole microseconds. Before 1970 it moves a time toward the future,
+    across a boundary when the value lies less than a microsecond before one. Only files whose
+    footer shows a value before 1970 are read (that column only).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out: dict[str, int] = {}
+    unit = block_s * 1_000_000_000
+    for f, meta in footers.items():
+        schema = meta.schema.to_arrow_schema()
+        for col in nanosecond_columns(schema):
+            bounds = _raw_min(meta, col)
+            if bounds is not None and bounds >= 0:
+                continue
+            ns = pq.read_table(f, columns=[col]).column(col).cast(pa.int64()).drop_null()
+            # pyarrow's integer division truncates toward zero, as the engines do
+            truncated = pc.multiply(pc.divide(ns, 1000), 1000)
+            crossed = pc.and_(pc.less(ns, truncated), pc.equal(pc.subtract(truncated, pc.multiply(pc.divide(truncated, unit), unit)), 0))
+            out[col] = out.get(col, 0) + int(pc.sum(pc.cast(crossed, pa.int64())).as_py() or 0)
+    return out
+
+
+def _raw_min(meta: pq.FileMetaData, column: str) -> int | None:
+    """The smallest stored value of `column` (epoch nanoseconds) from the footer; None when unknown."""
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    if column not in names:
+        return None
+    idx = names.index(column)
+    lo: int | None = None
+    for rg in range(meta.num_row_groups):
+        if meta.row_group(rg).num_rows == 0:
+            continue
+        stats = meta.row_group(rg).column(idx).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        try:
+            value = _epoch_ns(stats.min)
+        except (ValueError, OverflowError):
+            return None
+        lo = value if lo is None else min(lo, value)
+    return lo if lo is not None else 0
+
+
+def _epoch_ns(value: object) -> int:
+    import pandas as pd
+
+    stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return int(stamp.value)
+
+
+def _is_connect(spark: SparkSession) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def _footers(src: Source) -> dict[Path, pq.FileMetaData]:
@@ -309,7 +635,7 @@ def _check_schemas(
     where: dict[str, set[Path]] = {}
     for f, schema in schemas.items():
         for fld in schema:
-            types.setdefault(fld.name.lower(), Counter())[str(fld.type)] += 1
+            types.setdefault(fld.name.lower(), Counter())[_type_name(fld.type)] += 1
             where.setdefault(fld.name.lower(), set()).add(f)
     needed = {c.lower() for c in named} | (words & set(types))
     n = len(schemas)
@@ -329,13 +655,23 @@ def _check_schemas(
             if len(counts) == 1:
                 continue
             expected = max(counts, key=counts.__getitem__)  # ties: the first file's (files are sorted)
-            found = str(fld.type)
+            found = _type_name(fld.type)
             if found != expected:
                 raise InputDataError(
                     f"source {src.name}: file {f}: column {fld.name} is {found}, expected {expected} "
                     f"(its type in {counts[expected]} of the source's {n} files): every file of a source "
                     "needs the same column types"
                 )
+
+
+def _type_name(dtype: pa.DataType) -> str:
+    """A column's type as the drift check compares it: a timestamp's unit (s, ms, us, ns) is no drift,
+    as every unit is read as microseconds."""
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(dtype):
+        return str(pa.timestamp("us", dtype.tz))
+    return str(dtype)
 
 
 def _may_overlap(meta: pq.FileMetaData, column: str, rng: TimeRange) -> bool:
@@ -381,5 +717,8 @@ def _time_bounds(meta: pq.FileMetaData, column: str) -> tuple[datetime | None, d
 
 def _as_utc(value: object) -> datetime | None:
     if isinstance(value, datetime):
+        if getattr(value, "nanosecond", 0):  # a pandas Timestamp from a nanosecond footer
+            # Truncated toward zero to a plain datetime, as the engines read the value.
+            value = (value.floor("us") if value.value >= 0 else value.ceil("us")).to_pydatetime()  # type: ignore[attr-defined]
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     return None

@@ -382,3 +382,28 @@ def test_no_events_in_the_range_succeeds_clears_the_range_and_says_so(root: Path
     assert _version(root) == 1
     assert table_content(root / "wh", BLOCKS) == []
     assert _last_run(root, "backfill")["outputs"][BLOCKS]["rows"] == 0
+
+
+# -- 7. files as pandas writes them ---------------------------------------------------------------
+
+
+def test_pandas_default_nanosecond_files_backfill_to_the_same_blocks(root: Path) -> None:
+    import pandas as pd
+
+    before = table_content(root / "wh", BLOCKS)
+    for day in (1, 2):
+        frame = pd.DataFrame(_events(day))
+        frame["ts"] = frame["ts"].dt.tz_localize("UTC") + pd.Timedelta(nanoseconds=999)  # truncated away
+        frame.to_parquet(root / "data" / "events" / f"part-{day}.parquet")  # pandas' default: timestamp[ns, tz=UTC]
+    res = _tilewise(root, "backfill", *RANGE, "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert table_content(root / "wh", BLOCKS) == before
+    assert _last_run(root, "backfill")["inputs"]["_sources"]["events"]["truncation_moved_block"] == {"ts": 0}
+
+
+def test_a_column_of_a_type_the_engines_cannot_read_is_exit_2_naming_source_file_and_column(root: Path) -> None:
+    bad = root / "data" / "events" / "part-2.parquet"
+    table = pa.Table.from_pylist(_events(2), EVENTS).append_column("weight", pa.array([1.0] * 20, pa.float16()))
+    pq.write_table(table, bad)
+    res = _tilewise(root, "backfill", *RANGE)
+    _assert_refused(res, root, f"source events: file {bad}: column weight has type halffloat", "cannot read (half float)")
