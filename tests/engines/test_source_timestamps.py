@@ -124,7 +124,7 @@ def write_variant(root: Path, variant: str) -> Path:
 def _run(engine, root: Path, variant: str):  # type: ignore[no-untyped-def]
     data = write_variant(root, variant)
     defs = load(write_defs(root / f"defs-{variant}", DEFS), data)
-    wh = Warehouse(engine.spark, root / f"wh-{variant}", engine.table_format, lock_timeout_s=30)
+    wh = Warehouse(engine.spark, root / f"wh-{variant}", engine.writer, lock_timeout_s=30)
     engine.activate()
     back = run_job(engine, wh, defs, "backfill", backfill.run, start=date(2026, 3, 1), end=date(2026, 3, 3), names=["acts"])
     train = run_job(engine, wh, defs, "training-set", training.run, name="ts", start=date(2026, 3, 1), end=date(2026, 3, 4))
