@@ -12,7 +12,7 @@ rates depend on the user's and the item's activity so that the features carry si
 The logged features are what an online store computes with the contract's point-in-time rule,
 plus two incidents (``INCIDENTS``): on 2026-01-02 from 14:00 to 18:00 UTC the stream feeding
 the store stalls 20 minutes (four blocks) behind while the watermark it reports keeps moving
-(stale values), and the online code of ``user_dur_sum_6h`` forgot the ``duration_s < 3600``
+(stale values), and the online code of ``user_dur_sum_1h`` forgot the ``duration_s < 3600``
 filter of its offline definition (a logic difference whenever an idle tab is in the window).
 
 Everything is numpy/pyarrow (no Spark), seeded, so the same arguments give the same data.
@@ -67,7 +67,7 @@ _STALE_TO = _STALE_FROM + 4 * _US_PER_HOUR
 _STALE_BLOCKS = 4
 INCIDENTS = {
     "stale": {"from": "2026-01-02T14:00:00", "to": "2026-01-02T18:00:00", "blocks_behind": _STALE_BLOCKS},
-    "logic": {"logged": "user_dur_sum_6h", "missing_filter": "duration_s < 3600"},
+    "logic": {"logged": "user_dur_sum_1h", "missing_filter": "duration_s < 3600"},
 }
 
 
@@ -340,11 +340,11 @@ def _online_features(
     user, item = imp["user_idx"], imp["item_idx"]
     views_1h, _ = by_user.query(user, t_floor - _US_PER_HOUR, end)
     # The online code forgot the filter duration_s < 3600 (idle tabs): the logic incident.
-    _, dur_sum_6h = by_user.query(user, t_floor - 6 * _US_PER_HOUR, end)
+    _, dur_sum_1h = by_user.query(user, t_floor - _US_PER_HOUR, end)
     item_views_1d, _ = by_item.query(item, t_floor - _US_PER_DAY, end)
     return {
         "user_views_1h": views_1h,
-        "user_dur_sum_6h": np.round(dur_sum_6h, 6),
+        "user_dur_sum_1h": np.round(dur_sum_1h, 6),
         "item_views_1d": item_views_1d,
     }
 

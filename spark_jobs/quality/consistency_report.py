@@ -53,9 +53,12 @@ def plot(rows: Sequence[Mapping[str, Any]], diffs: Mapping[str, Sequence[float]]
 
         ax = axes[i][1]
         values = list(diffs.get(name, ()))
+        differ = sum(r["compared"] - r["matched"] for r in mine)
         if values:
             ax.hist(values, bins=40, color="#d62728")
-            ax.set_title(f"{name}: logged - backfilled, {len(values):,} rows that differ", fontsize=10)
+            shown = f"{differ:,} rows that differ" + (f" ({len(values):,} drawn)" if len(values) < differ else "")
+            ax.set_title(f"{name}: logged - backfilled, {shown}", fontsize=10)
+            ax.tick_params(axis="x", labelsize=8, labelrotation=20)
         else:
             numeric = any(r["mean_abs_diff"] is not None or r["stale_matched"] is not None for r in mine)
             ax.text(0.5, 0.5, "no differences" if numeric else "not numeric", ha="center", va="center")

@@ -101,8 +101,10 @@ def match_sql(c: Comparison, tolerance: float, logged: str | None = None, backfi
     if c.kind == "numeric":
         return _close(lv, bv, tolerance)
     if c.kind == "array":
-        element = f"coalesce({_close('x', 'y', tolerance)}, x IS NULL AND y IS NULL)" if c.numeric_elements else "x <=> y"
-        return f"(size({lv}) = size({bv}) AND forall(zip_with({lv}, {bv}, (x, y) -> {element}), m -> m))"
+        # Pairs by index (Sail has no zip_with): the i-th element of b against the (i+1)-th of l.
+        x, y = f"element_at({lv}, _tw_i + 1)", "_tw_y"
+        element = f"coalesce({_close(x, y, tolerance)}, {x} IS NULL AND {y} IS NULL)" if c.numeric_elements else f"{x} <=> {y}"
+        return f"(size({lv}) = size({bv}) AND forall(transform({bv}, (_tw_y, _tw_i) -> {element}), _tw_m -> _tw_m))"
     return f"({lv} <=> {bv})"
 
 
