@@ -32,7 +32,7 @@ from spark_jobs.engine.session import Engine
 from spark_jobs.errors import DefinitionError, InputDataError
 from spark_jobs.jobs import consistency
 from spark_jobs.jobs.backfill import table_name as blocks_table
-from spark_jobs.quality import gate
+from spark_jobs.quality import consistency_report, gate
 from spark_jobs.jobs.validate import WATERMARK, training_expectations
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source, reading
@@ -96,6 +96,8 @@ def _build(
     lo, hi = midnight(start), midnight(end)
     src = defs.sources[ts_def.impressions]
     lineage = training_lineage(defs, name)
+    if ts_def.logged is not None:
+        consistency_report.preload()
     logged_lineage = consistency.lineage(lineage, ts_def) if ts_def.logged else None
     if not rebuild:
         wh.check_lineage(table_name(name), lineage)  # before any work; checked again when writing

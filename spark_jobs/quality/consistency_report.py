@@ -9,6 +9,7 @@ shows the chart and the table's rows. Pure: rows and differences in, files out; 
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,20 @@ from typing import Any
 from spark_jobs.transforms.consistency import DATE, SCHEMA
 
 _COLUMNS = [f.name for f in SCHEMA.fields]
+
+
+def preload() -> None:
+    """Import matplotlib in a background thread (about 2 s) while the job does its engine work."""
+    threading.Thread(target=_pyplot, name="tilewise-preload-matplotlib", daemon=True).start()
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def write_report(
@@ -30,11 +45,7 @@ def write_report(
 
 
 def plot(rows: Sequence[Mapping[str, Any]], diffs: Mapping[str, Sequence[float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     names = sorted({r["logged"] for r in rows}) or ["(no logged values)"]
     fig, axes = plt.subplots(len(names), 3, figsize=(15, 3.2 * len(names)), squeeze=False)
     for i, name in enumerate(names):
