@@ -29,7 +29,7 @@ from spark_jobs.transforms import consistency as tc
 from spark_jobs.transforms.pit import cutoff_column, fill_empty
 from spark_jobs.transforms.sweep import point_in_time
 
-MAX_DIFFS = 20_000  # differences per logged value drawn in the report
+MAX_DIFFS = 5_000  # differences per logged value drawn in the report
 
 
 def table_name(name: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_left
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -189,17 +190,20 @@ IMPRESSIONS_LOGGED = pa.schema([
 KINDS = {"log_n": "numeric", "log_total": "numeric", "log_mean": "numeric", "log_recent": "array"}
 
 
-def _values_at(events_by_user: dict[Any, list[dict]], user: Any, t_floor: int, end: int) -> dict[str, Any]:
-    """The backfilled values of an impression whose windows end at `end`."""
-    def window(length: int) -> list[dict]:
-        return [e for e in events_by_user.get(user, ()) if t_floor - length <= epoch(e["ts"]) < end]
+def _values_at(events_by_user: dict[Any, list[tuple[int, Any, float | None]]], user: Any, t_floor: int, end: int) -> dict[str, Any]:
+    """The backfilled values of an impression whose windows end at `end` (events: (epoch, ts, value), sorted)."""
+    events = events_by_user.get(user, [])
+    keys = [e[0] for e in events]
 
-    d1 = [e for e in window(86400) if e["value"] is not None]
+    def window(length: int) -> list[tuple[int, Any, float | None]]:
+        return events[bisect_left(keys, t_floor - length) : bisect_left(keys, end)] if end > t_floor - length else []
+
+    d1 = [e for e in window(86400) if e[2] is not None]
     return {
         "log_n": len(window(3600)),
-        "log_total": float(sum(e["value"] for e in window(172800) if e["value"] is not None)),
-        "log_mean": sum(e["value"] for e in d1) / len(d1) if d1 else None,
-        "log_recent": [v for _, v in sorted(((e["ts"], e["value"]) for e in d1), reverse=True)[:3]],
+        "log_total": float(sum(e[2] for e in window(172800) if e[2] is not None)),
+        "log_mean": sum(e[2] for e in d1) / len(d1) if d1 else None,
+        "log_recent": [v for _, v in sorted(((e[1], e[2]) for e in d1), reverse=True)[:3]],
     }
 
 
@@ -209,7 +213,9 @@ def _logged_data(events: list[dict], imps: list[dict]) -> tuple[list[dict], list
     for e in events:
         if e["user_id"] is not None and e["ts"] is not None and e["event_id"] not in seen:
             seen.add(e["event_id"])
-            by_user.setdefault(e["user_id"], []).append(e)
+            by_user.setdefault(e["user_id"], []).append((epoch(e["ts"]), e["ts"], e["value"]))
+    for events_of_user in by_user.values():
+        events_of_user.sort(key=lambda e: e[0])
     out, records, done = [], [], set()
     for i, imp in enumerate(imps):
         t = epoch(imp["ts"])
@@ -279,7 +285,11 @@ def test_training_set_consistency(engine, warehouse, logged_pipeline) -> None:  
     assert run.outputs[table]["version"] == 0
     assert run.validation[table]["success"]
 
-    # The gate: a date below min_match_rate fails the run, and neither table is published.
+    # The gate: a date below min_match_rate fails the run, and neither table is published. Its
+    # code is the same on both engines and runs before any write, so once (a run costs ~1 min
+    # on classic Spark on a busy machine).
+    if engine.name != "sail":
+        return
     defs = load(write_defs(root, DEFS + LOGGED + GATE), data)
     with pytest.raises(ValidationFailed, match="log_n on 2026-03-0.: match rate"):
         run_job(engine, warehouse, defs, "training-set", training.run, name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5))
