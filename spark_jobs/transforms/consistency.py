@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.aggregations.simple import EXACT, _FLOAT_TO_EXACT
+from spark_jobs.aggregations.simple import double_to_exact_sql
 from spark_jobs.transforms.blocks import quote
 
 DATE = "impression_date"
@@ -149,7 +149,7 @@ def metrics(df: DataFrame, comps: Sequence[Comparison], tolerance: float) -> Dat
         F.sum("_ln").cast("long").alias("logged_null"),
         F.sum("_bn").cast("long").alias("backfilled_null"),
         F.sum("_nn").cast("long").alias("both_null"),
-        F.expr(f"sum({_FLOAT_TO_EXACT.format(v='_d', exact=EXACT)})").alias("_diff_sum"),
+        F.expr(f"sum({double_to_exact_sql('_d')})").alias("_diff_sum"),
         F.count("_d").alias("_diff_n"),
         F.max("_d").alias("max_abs_diff"),
     )

@@ -26,8 +26,9 @@ import pytest
 from pyspark.sql import types as T
 
 from spark_jobs.errors import ValidationFailed
-from spark_jobs.jobs import backfill, training
+from spark_jobs.jobs import backfill, training, validate
 from spark_jobs.jobs.consistency import table_name
+from spark_jobs.quality.suites import consistency_suite
 from spark_jobs.transforms import consistency as tc
 from tests.engines.test_point_in_time import DEFS, G, epoch, make_data
 from tests.helpers import EVENTS, LABELS, load, manifests, run_job, write_defs, write_parquet
@@ -248,6 +249,10 @@ def _logged_data(events: list[dict], imps: list[dict]) -> tuple[list[dict], list
     return out, records
 
 
+def run_defs(root: Path, data: Path):  # type: ignore[no-untyped-def]
+    return load(root / "feature_defs", data)
+
+
 @pytest.fixture
 def logged_pipeline(engine, warehouse, tmp_path: Path):  # type: ignore[no-untyped-def]
     events, imps, labels = make_data()
@@ -284,6 +289,8 @@ def test_training_set_consistency(engine, warehouse, logged_pipeline) -> None:  
     assert totals["log_n"]["matched"] == sum(r["matched"] for r in n)
     assert run.outputs[table]["version"] == 0
     assert run.validation[table]["success"]
+    checked = run_job(engine, warehouse, run_defs(root, data), "validate", validate.run, table=table)  # the published table
+    assert checked.validation[table]["success"] and checked.validation[table]["expectations"] == len(consistency_suite())
 
     # The gate: a date below min_match_rate fails the run, and neither table is published. Its
     # code is the same on both engines and runs before any write, so once (a run costs ~1 min
