@@ -10,6 +10,7 @@ publishes the table after its training table, and only when both passed.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +96,15 @@ def measure(
     }
     spark = training.sparkSession
     staged = stage(spark, run.dir / "staged" / table, spark.createDataFrame(rows, tc.SCHEMA))
-    report = gate.audit(run, table, staged, consistency_suite(), engine=engine.name)
+    # The chart is drawn while Great Expectations validates (mostly waiting on the engine).
+    folder = run.dir / "report" / "consistency"
+    drawing = ThreadPoolExecutor(1, thread_name_prefix="tilewise-consistency-report")
+    drawn = drawing.submit(write_report, rows, diffs, folder, f"{table}: logged vs backfilled")
+    try:
+        report = gate.audit(run, table, staged, consistency_suite(), engine=engine.name)
+        png, page = drawn.result()
+    finally:
+        drawing.shutdown(wait=True)
     below = [
         f"{r['logged']} on {r[tc.DATE]}: match rate {r['match_rate']:.4f} is below validation.min_match_rate {floor}"
         for r in rows
@@ -106,7 +115,6 @@ def measure(
     if below:
         entry["success"] = False
         entry["failed"] = [*entry["failed"], *below]
-    png, page = write_report(rows, diffs, run.dir / "report" / "consistency", f"{table}: logged vs backfilled")
     entry["consistency_report"], entry["consistency_chart"] = str(page), str(png)
     totals = run.consistency[table] = tc.totals(rows)
     for name, c in totals.items():

@@ -40,7 +40,10 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     png, page = folder / "consistency.png", folder / "consistency.html"
     plot(rows, diffs, png, title)
-    page.write_text(_page(rows, png.name, title), encoding="utf-8")
+    # Whole or not at all: the Data Docs beside it are rewritten by another thread meanwhile.
+    tmp = page.with_suffix(".html.tmp")
+    tmp.write_text(_page(rows, png.name, title), encoding="utf-8")
+    tmp.replace(page)
     return png, page
 
 
