@@ -126,6 +126,10 @@ LAST = Option(("--last",), "how many runs to list, newest first (default 20). e.
               {"type": _positive, "default": 20, "metavar": "N"})
 RUN_TABLE = Option(("--table",), "only runs that wrote, validated or read this table (failed ones too). "
                    "e.g. --table training/engagement", {"default": None, "metavar": "TABLE"})
+HISTORY_LAST = Option(("--last",), "how many versions to list, newest first (default: all). e.g. --last 10",
+                      {"type": _positive, "default": None, "metavar": "N"})
+VERSION = Option(("--version",), "the version to restore, as `tilewise history` lists it. e.g. --version 3",
+                 {"type": int, "required": True, "metavar": "N"})
 JSON = Option(("--json",), "one JSON list on stdout, for machines. e.g. --json", {"action": "store_true"})
 BENCH = (
     Option(("--quick",), "small sizes, one repeat (a few minutes). e.g. --quick", {"action": "store_true"}),
@@ -176,6 +180,12 @@ COMMANDS = (
     Command("runs", "recent runs from the manifests under {warehouse}/_runs/, newest first",
             ("tilewise runs", "tilewise runs --last 5 --table training/engagement", "tilewise runs --json"),
             (LAST, RUN_TABLE, JSON)),
+    Command("history", "a table's versions from its Delta log, each with the run that made it (no engine)",
+            ("tilewise history training/engagement", "tilewise history blocks/user_activity --last 5 --json"),
+            (TABLE, HISTORY_LAST, JSON)),
+    Command("restore", "a new version of a table equal to an older one, with a manifest (no engine)",
+            ("tilewise restore training/engagement --version 3",),
+            (TABLE, VERSION)),
     Command("demo", "sample data + the whole pipeline on the embedded engine",
             ("tilewise demo", "tilewise demo --days 7 --events-per-day 50000", "tilewise demo --example flights"),
             (EXAMPLE, DAYS, EVENTS_PER_DAY, DATA_ROOT)),
@@ -328,6 +338,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return vacuum.main(args, profile, defs, _plain_args(args))
     if args.command == "training-set" and args.name in defs.training_sets:
         _check_logged(defs, args.name)
+    if args.command in ("history", "restore"):
+        from spark_jobs.jobs import history
+
+        if args.command == "history":
+            return history.history_main(args, profile, defs)
+        return history.restore_main(args, profile, defs, _plain_args(args))
     if args.command == "validate":  # a wrong table name fails before an engine starts
         from spark_jobs.jobs.validate import check_table_name
 

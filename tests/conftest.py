@@ -22,7 +22,7 @@ def _profile(kind: str, root: Path):  # type: ignore[no-untyped-def]
     return Profile(
         file="tests",
         engine="spark",
-        table_format="parquet",
+        table_format="delta",
         warehouse=str(root),
         master="local[2]",
         spark={
@@ -65,4 +65,4 @@ def engine(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 def warehouse(engine, tmp_path: Path):  # type: ignore[no-untyped-def]
     from spark_jobs.storage.tables import Warehouse
 
-    return Warehouse(engine.spark, tmp_path / "warehouse", engine.table_format, lock_timeout_s=30)
+    return Warehouse(engine.spark, tmp_path / "warehouse", engine.writer, lock_timeout_s=30)

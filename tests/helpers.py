@@ -87,19 +87,14 @@ def tilewise(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.Com
 
 
 def table_content(warehouse: Path, table: str) -> list[str]:
-    """Every row of the table's latest version as sorted text (Delta, or tilewise's Parquet log).
+    """Every row of the Delta table's latest version as sorted text, read with `deltalake`.
 
     Read with pyarrow (pandas turns nested timestamps into integers) and normalised, so the same
-    rows written by Sail (Delta) and by classic Spark (Parquet) give the same text.
+    rows written by any engine give the same text.
     """
-    path = warehouse / table
-    log = sorted((path / "_tilewise_log").glob("*.json"))
-    if log:
-        data = pq.read_table(path / json.loads(log[-1].read_text())["data"])
-    else:
-        from deltalake import DeltaTable
+    from deltalake import DeltaTable
 
-        data = DeltaTable(str(path)).to_pyarrow_table()
+    data = DeltaTable(str(warehouse / table)).to_pyarrow_table()
     columns = sorted(data.column_names)
     rows = data.select(columns).to_pylist()
     return sorted(repr(tuple(str(_plain(row[c])) for c in columns)) for row in rows)

@@ -18,7 +18,8 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 @dataclass(frozen=True)
 class Profile:
-    """Where and how jobs run: engine, table format, folders and engine settings."""
+    """Where and how jobs run: engine, folders and engine settings (tables are always Delta;
+    `table_format: parquet` is accepted from old profiles and warned about)."""
 
     file: str
     engine: Literal["sail", "spark"] = "sail"
@@ -135,7 +136,7 @@ def _build(file: str, raw: dict[str, Any]) -> Profile:
         raise DefinitionError(f"{file} engine: {engine!r} is not an engine (sail | spark)")
     fmt = raw.get("table_format", "delta")
     if fmt not in ("delta", "parquet"):
-        raise DefinitionError(f"{file} table_format: {fmt!r} is not a table format (delta | parquet)")
+        raise DefinitionError(f"{file} table_format: {fmt!r} is not a table format (delta; every engine writes Delta)")
     pit = raw.get("point_in_time", "auto")
     if pit not in ("auto", "sweep", "sql"):
         raise DefinitionError(f"{file} point_in_time: {pit!r} is not a lookup method (auto | sweep | sql)")

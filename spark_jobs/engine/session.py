@@ -20,7 +20,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from spark_jobs.engine.profile import Profile
-from spark_jobs.errors import InputDataError
+from spark_jobs.storage.tables import DELTA_RS_WRITER, ENGINE_WRITER
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,24 @@ class Engine:
 
     name: str  # "sail" | "spark"
     spark: SparkSession
-    table_format: str
+    writer: str  # how Delta commits are made: by the engine, or by delta-rs (`storage.tables`)
     profile: Profile
     _server: Any = None
 
     @property
     def supports_bucketing(self) -> bool:
         return self.name == "spark"
+
+    @property
+    def table_format(self) -> str:
+        return "delta"  # every engine and profile writes Delta
+
+    @property
+    def delta_writer(self) -> str:
+        """Who writes the Delta commits, for messages: sail, delta-spark or delta-rs."""
+        if self.writer == DELTA_RS_WRITER:
+            return "delta-rs"
+        return "sail" if self.name == "sail" else "delta-spark"
 
     def activate(self) -> None:
         """Make `pyspark.sql.functions` build Columns for this engine.
@@ -72,6 +83,13 @@ def use_utc() -> None:
 
 def start_engine(profile: Profile) -> Engine:
     use_utc()
+    if profile.table_format == "parquet":
+        print(
+            f"tilewise: warning: {profile.file}: table_format: parquet is obsolete: every engine writes Delta "
+            "tables (classic Spark without the delta-spark jars commits its files with the deltalake package)",
+            file=sys.stderr,
+            flush=True,
+        )
     engine = _start_sail(profile) if profile.engine == "sail" else _start_spark(profile)
     engine.spark.conf.set("spark.sql.session.timeZone", "UTC")
     return engine
@@ -106,7 +124,7 @@ def _start_sail(profile: Profile) -> Engine:
     server.start(background=True)
     _, port = server.listening_address
     spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
-    engine = Engine("sail", spark, profile.table_format, profile, server)
+    engine = Engine("sail", spark, ENGINE_WRITER, profile, server)
     engine.activate()
     return engine
 
@@ -140,22 +158,20 @@ def _start_spark(profile: Profile) -> Engine:
     confs.setdefault("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
     # Bucketed intermediates (saveAsTable) live in the session catalog, under the warehouse.
     confs.setdefault("spark.sql.warehouse.dir", str(profile.warehouse_path / "_tmp" / "spark-tables"))
-    if profile.table_format == "delta":
-        if not delta_jars_present({**submitted, **confs}):
-            raise InputDataError(
-                f"{profile.file}: table_format: delta on classic Spark needs the Delta Lake jars on the "
-                "classpath, and they are not there. Use --profile conf/spark-local.yaml (Parquet), or give "
-                "spark-submit --packages io.delta:delta-spark_2.13:4.4.1 on a machine that reaches Maven."
-            )
+    # Files classic Spark writes for delta-rs to commit carry UTC instants in microseconds, as Delta
+    # readers expect (Spark's default INT96 reads back as naive times in pandas).
+    confs.setdefault("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    jars = delta_jars_present({**submitted, **confs})
+    if jars:
         confs["spark.sql.extensions"] = DELTA_EXTENSION
         confs["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
     for key, value in confs.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    if profile.table_format == "delta":
+    if jars:
         import delta.exceptions  # noqa: F401  (commit conflicts then arrive as delta.exceptions classes)
-    return Engine("spark", spark, profile.table_format, profile)
+    return Engine("spark", spark, ENGINE_WRITER if jars else DELTA_RS_WRITER, profile)
 
 
 def _submit_confs() -> dict[str, str]:

@@ -18,9 +18,9 @@ from spark_jobs.storage.manifest import Run, consistency_line
 from spark_jobs.storage.tables import Warehouse
 
 
-def warehouse_for(engine: Engine) -> Warehouse:
+def warehouse_for(engine: Engine, run_id: str | None = None) -> Warehouse:
     p = engine.profile
-    return Warehouse(engine.spark, p.warehouse_path, p.table_format, lock_timeout_s=p.lock_timeout_s)
+    return Warehouse(engine.spark, p.warehouse_path, engine.writer, lock_timeout_s=p.lock_timeout_s, run_id=run_id)
 
 
 def execute(
@@ -50,8 +50,9 @@ def _run_job(
     job_args: dict[str, Any],
 ) -> None:
     wh = warehouse or warehouse_for(engine)
+    wh.run_id = run.run_id  # every commit of this run names it (commitInfo.userMetadata)
     run.engine, run.profile = engine.name, engine.profile.summary()
-    run.say(f"{run.command} on {engine.name} ({wh.format}) -> {wh.root}")
+    run.say(f"{run.command} on {engine.name} (Delta, {engine.delta_writer}) -> {wh.root}")
     gx.preload()  # every engine job validates before it publishes: import GE behind its work
     job(engine, wh, defs, run, **job_args)
 

@@ -23,6 +23,7 @@ def output_tables(defs: Definitions) -> list[str]:
     return [
         *(f"{kind}/{fs}" for kind in ("blocks", "snapshots") for fs in sorted(defs.feature_sets)),
         *(f"training/{ts}" for ts in sorted(defs.training_sets)),
+        *(f"consistency/{name}" for name, ts in sorted(defs.training_sets.items()) if ts.logged is not None),
     ]
 
 
@@ -37,13 +38,13 @@ def main(args: argparse.Namespace, profile: Profile, defs: Definitions, run_args
     run.engine = "none (files only)"
     verb = "would delete" if args.dry_run else "deleted"
     how = f"versions replaced more than {args.retain_hours:g} h ago"
-    run.say(f"vacuum ({profile.table_format}) {root}: {how}{', dry run' if args.dry_run else ''}")
+    run.say(f"vacuum {root}: {how}{', dry run' if args.dry_run else ''}")
     with recorded(run, defs):
         total, missing = Freed(), []
         for table in tables:
             freed = vacuum_table(
-                root, profile.table_format, table, retain_hours=args.retain_hours, dry_run=args.dry_run,
-                lock_timeout_s=profile.lock_timeout_s, on_wait=run.say,
+                root, table, retain_hours=args.retain_hours, dry_run=args.dry_run,
+                lock_timeout_s=profile.lock_timeout_s, on_wait=run.say, run_id=run.run_id,
             )
             if freed is None:
                 run.counts[table] = "does not exist"

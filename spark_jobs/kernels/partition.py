@@ -13,8 +13,9 @@ No pyspark import: this runs inside Sail's embedded Python and in classic Spark'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -160,27 +161,30 @@ def _lists(values: pa.Array, positions: np.ndarray, lengths: np.ndarray) -> pa.A
 
 
 def sweep_table(plan: SweepPlan, table: pa.Table) -> pa.Table:
-    """The sweep over one partition (see the module docstring)."""
-    level = table.column(LEVEL).to_numpy()
+    """The sweep over one partition (see the module docstring).
+
+    The partition's rows never move: the blocks' sort order is a permutation (`Blocks.order`)
+    applied to the fixed-width arrays the kernels read (numbers, decimal words, list offsets), so
+    list values (hashes, last_n entries, samples) stay where Arrow put them.
+    """
+    level = _ints(table.column(LEVEL))
     keys = key_ids(table, plan.keys)
-    is_block = level >= 0
-    blocks = table.filter(pa.array(is_block))
-    imps = table.filter(pa.array(~is_block))
-    b_key, b_level = keys[is_block], level[is_block].astype(np.int64)
-    b_start = blocks.column(T).to_numpy().astype(np.int64)
-    order = np.lexsort((b_start, b_level, b_key))
-    blocks = blocks.take(pa.array(order)).combine_chunks()
-    b_key, b_level, b_start = b_key[order], b_level[order], b_start[order]
+    start = _ints(table.column(T))
+    block_rows = np.flatnonzero(level >= 0)
+    imp_rows = np.flatnonzero(level < 0)
+    order = block_rows[np.lexsort((start[block_rows], level[block_rows], keys[block_rows]))]
+    blocks = Blocks(table, order)
+    b_key, b_start = keys[order], start[order]
     n_levels = len(plan.sizes)
     n_keys = int(keys.max()) + 1 if len(keys) else 0
-    seg = sweep.segments(b_key, b_level, n_keys, n_levels)
+    seg = sweep.segments(b_key, level[order], n_keys, n_levels)
     sizes = np.array(plan.sizes, dtype=np.int64)
 
-    i_key = keys[~is_block]
-    i_floor = _ints(imps.column(T))
-    i_end = _ints(imps.column(END))
+    i_key = keys[imp_rows]
+    i_floor = start[imp_rows]
+    i_end = _ints(table.column(END))[imp_rows]
     columns: dict[str, pa.Array] = {
-        plan.id_column: imps.column(plan.id_column).combine_chunks(),
+        plan.id_column: table.column(plan.id_column).take(pa.array(imp_rows)).combine_chunks(),
         END: pa.array(i_end, type=pa.int64()),
     }
     # Sliding kernels visit a key's impressions by window start, then end.
@@ -192,12 +196,71 @@ def sweep_table(plan: SweepPlan, table: pa.Table) -> pa.Table:
         )
         for w in sorted({r.window for r in plan.refs})
     }
+    sliding = Sliding(visit, i_key, seg, n_levels)
     for ref in plan.refs:
-        parts = [blocks.column(p).combine_chunks() for p in ref.parts]
-        sliding = Sliding(visit, i_key, seg, n_levels)
-        for name, array in zip(ref.outputs(), _combine(ref, windows[ref.window], sliding, b_start, parts)):
+        for name, array in zip(ref.outputs(), _combine(ref, windows[ref.window], sliding, b_start, blocks)):
             columns[name] = array
     return pa.table(columns)
+
+
+class Blocks:
+    """A partition's block columns as the kernels read them, in sorted order, each prepared once
+    (a part is usually read by several windows)."""
+
+    def __init__(self, table: pa.Table, order: np.ndarray):
+        self.table = table
+        self.order = order  # rows of `table` in (key, level, start) order
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def _once(self, kind: str, name: str, make: Callable[[], Any]) -> Any:
+        if (kind, name) not in self._cache:
+            self._cache[kind, name] = make()
+        return self._cache[kind, name]
+
+    def column(self, name: str) -> pa.Array:
+        """The column in the partition's own (unsorted) row order."""
+        return self._once("column", name, lambda: self.table.column(name).combine_chunks())
+
+    def ints(self, name: str) -> np.ndarray:
+        return self._once("ints", name, lambda: _ints(self.column(name))[self.order])
+
+    def decimal_words(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            low, high, valid = _decimal_words(self.column(name))
+            return low[self.order], high[self.order], valid[self.order]
+        return self._once("decimal", name, make)
+
+    def list_bounds(self, name: str) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+        """Each sorted row's (first, last) position in the list values; the values as stored."""
+        def make() -> tuple[np.ndarray, np.ndarray, pa.Array]:
+            first, last, values = _list_bounds(self.column(name))
+            return first[self.order], last[self.order], values
+        return self._once("lists", name, make)
+
+    def list_ints(self, name: str) -> np.ndarray:
+        """The list values of an integer list column (hashes), as stored."""
+        return self._once("list_ints", name, lambda: _ints(self.list_bounds(name)[2]))
+
+    def sample(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (hash, value) entries of a quantile sample column, as stored."""
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            h, v = self.list_bounds(name)[2].flatten()
+            return _ints(h), v.to_numpy(zero_copy_only=False).astype(np.float64)
+        return self._once("sample", name, make)
+
+    def ranks(self, name: str) -> np.ndarray:
+        """Dense ascending ranks of the values (-1 for NULL), in sorted order."""
+        def make() -> np.ndarray:
+            m = self.column(name)
+            rank = pc.rank(m, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
+            rank[~m.is_valid().to_numpy(zero_copy_only=False)] = -1
+            return rank[self.order]
+        return self._once("ranks", name, make)
+
+    def take(self, name: str, rows: np.ndarray) -> pa.Array:
+        """Values of the column at these sorted rows; NULL where a row is -1."""
+        picked = self.order[np.maximum(rows, 0)] if len(self.order) else np.zeros(len(rows), np.int64)
+        return self.column(name).take(pa.array(picked, mask=rows < 0))
 
 
 @dataclass(frozen=True)
@@ -222,43 +285,42 @@ class Sliding:
     n_levels: int
 
 
-def _combine(ref: RefSpec, win: Window, sl: Sliding, starts: np.ndarray, parts: list[pa.Array]) -> list[pa.Array]:
+def _combine(ref: RefSpec, win: Window, sl: Sliding, starts: np.ndarray, blocks: Blocks) -> list[pa.Array]:
     agg = ref.aggregation
     ptr, lo, hi = win.ptr, win.lo, win.hi
+    part = ref.parts[0]
     if agg == "count":
-        return [pa.array(sweep.sum_int(ptr, lo, hi, _ints(parts[0])), type=pa.int64())]
+        return [pa.array(sweep.sum_int(ptr, lo, hi, blocks.ints(part)), type=pa.int64())]
     if agg in ("sum", "avg"):
-        low, high, valid = _decimal_words(parts[0])
+        low, high, valid = blocks.decimal_words(part)
         s_low, s_high, s_valid = sweep.sum_decimal(ptr, lo, hi, low, high, valid)
-        s = _decimal_array(s_low, s_high, s_valid, parts[0].type)
+        s = _decimal_array(s_low, s_high, s_valid, blocks.column(part).type)
         if agg == "sum":
             return [s]
-        return [s, pa.array(sweep.sum_int(ptr, lo, hi, _ints(parts[1])), type=pa.int64())]
+        return [s, pa.array(sweep.sum_int(ptr, lo, hi, blocks.ints(ref.parts[1])), type=pa.int64())]
     if agg in ("min", "max"):
-        m = parts[0]
-        rank = pc.rank(m, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
-        rank[~m.is_valid().to_numpy(zero_copy_only=False)] = -1
-        best = sweep.best_rank(ptr, lo, hi, rank, agg == "max")
-        return [m.take(pa.array(best, mask=best < 0))]
+        best = sweep.best_rank(ptr, lo, hi, blocks.ranks(part), agg == "max")
+        return [blocks.take(part, best)]
     if agg == "last_n":
         n = ref.n or 0
-        first, last, values = _list_bounds(parts[0])
+        first, last, values = blocks.list_bounds(part)
         length, pos = sweep.newest(ptr, lo, hi, starts, first, last, n)
         flat = pos.reshape(-1, n)[np.arange(n) < length[:, None]]
         return [_lists(values, flat, length)]
     if agg == "approx_count_distinct":
-        first, last, hashes = _list_bounds(parts[0])
+        first, last, _ = blocks.list_bounds(part)
         n, kth, has_kth = sweep.distinct_sliding(
-            sl.visit, sl.key, win.rows_l, win.rows_r, sl.seg, sl.n_levels, first, last, _ints(hashes), ref.sketch_size
+            sl.visit, sl.key, win.rows_l, win.rows_r, sl.seg, sl.n_levels, first, last, blocks.list_ints(part),
+            ref.sketch_size,
         )
         return [pa.array(n, type=pa.int64()), _with_nulls(kth, has_kth, pa.int64())]
     if agg == "approx_quantile":
-        first, last, sample = _list_bounds(parts[0])
-        h, v = sample.flatten()
+        first, last, _ = blocks.list_bounds(part)
+        h, v = blocks.sample(part)
         qs = np.array(ref.quantiles, dtype=np.float64)
         valid, out = sweep.quantiles_sliding(
-            sl.visit, sl.key, win.rows_l, win.rows_r, sl.seg, sl.n_levels, first, last, _ints(h),
-            v.to_numpy(zero_copy_only=False).astype(np.float64), ref.sketch_size, qs, ptr, lo, hi,
+            sl.visit, sl.key, win.rows_l, win.rows_r, sl.seg, sl.n_levels, first, last, h, v, ref.sketch_size, qs,
+            ptr, lo, hi,
         )
         nq = len(qs)
         slots = (np.flatnonzero(valid)[:, None] * nq + np.arange(nq)).ravel()

@@ -2,7 +2,7 @@
 
 Pure functions: they return ``{"type": ..., "kwargs": {...}}`` dicts for
 :func:`spark_jobs.quality.gx.validate_dataframe` and touch no Spark. The built-in checks
-always run besides what a definition asks for (CONTRACT section 4): one row per key,
+always run besides what a definition asks for (README, "Data quality gate"): one row per key,
 labels in {0, 1}, counts never negative, and the leakage guard on every feature set's cutoff.
 """
 
@@ -16,7 +16,7 @@ __all__ = ["block_suite", "consistency_suite", "training_suite", "snapshot_suite
 
 Spec = dict[str, Any]
 
-# Block tables: one row per key, block size and block start (CONTRACT section 6).
+# Block tables: one row per key, block size and block start (README, "Tables and run manifests").
 BLOCK_SIZE_COLUMN = "block_size"
 BLOCK_START_COLUMN = "block_start"
 IMPRESSION_ID_COLUMN = "impression_id"
@@ -49,7 +49,7 @@ def block_suite(key_columns: Sequence[str], count_columns: Sequence[str]) -> lis
         raise ValueError("block_suite needs at least one key column")
     primary = [*keys, BLOCK_SIZE_COLUMN, BLOCK_START_COLUMN]
     return [
-        # Null keys are dropped before aggregation (CONTRACT section 5); a null here is a bug.
+        # Null keys are dropped before aggregation (README, "Point-in-time semantics"); a null here is a bug.
         *(_not_null(c) for c in primary),
         _unique(primary),
         *_non_negative(count_columns),
@@ -74,7 +74,7 @@ def training_suite(
         _unique([IMPRESSION_ID_COLUMN]),
     ]
     for label in label_columns:
-        # A label is 1 or 0 by construction, never null (CONTRACT section 5).
+        # A label is 1 or 0 by construction, never null (README, "Point-in-time semantics").
         specs.append(_not_null(label))
         specs.append(_spec("expect_column_values_to_be_in_set", column=label, value_set=[0, 1]))
     specs.extend(_non_negative(count_columns))

@@ -1,37 +1,36 @@
-"""Every read and write of an output table, with the guards of ../shared/ENGINES.md.
+"""Every read and write of an output table. Every table is Delta Lake, written one of two ways:
 
-Two formats behind one interface:
-
-- Delta Lake (Sail natively, classic Spark with delta-spark): a range is replaced with
+- by the engine (Sail natively, classic Spark with the delta-spark jars): a range is replaced with
   `replaceWhere`. Sail neither checks that written rows match the predicate nor keeps rows where
   it is NULL, so we always filter what we write to the predicate ourselves and only put NOT NULL
-  columns in predicates. Versions are read engine-independently with the `deltalake` package.
-- Parquet (classic Spark without Delta jars): tilewise's own copy-on-write versions. Each version
-  is a complete, immutable folder `v00000007-<id>/`; a commit is the exclusive creation of
-  `_tilewise_log/00000007.json` naming that folder, so a crashed write leaves only an orphan
-  folder and readers never see half a version. Every write rewrites the table: right for local
-  runs and CI, not for big tables (use Delta there).
+  columns in predicates.
+- by classic Spark without the delta-spark jars (`deltars.py`): Spark writes the Parquet files,
+  the driver commits them as a Delta version with the `deltalake` package (delta-rs).
+
+Either way each commit carries the run id in its commitInfo (`userMetadata`), so a table's
+`_delta_log` leads back to the run manifests in `_runs/`. Versions and history are read
+engine-independently with the `deltalake` package.
 
 Each table's lineage (`defs.lineage`) lives beside it in `_tilewise_lineage.json`. It cannot be in
 the same commit, so a write that changes it records the new one as pending first, in force once a
 commit lands after it (see `stored_lineage`).
 
 All writes hold the table's lock (`locks.py`), because Sail detects no write conflicts. On
-Delta-on-Spark a writer that bypasses the lock (another tool, a host without the shared lock
-folder) can still make a commit conflict: the commit is retried a few times from a fresh snapshot
-(a range overwrite is idempotent), then the run fails with `WriteConflict` (exit 3, retryable).
+delta-spark and delta-rs a writer that bypasses the lock (another tool, a host without the shared
+lock folder) can still make a commit conflict: the commit is retried a few times from a fresh
+snapshot (a range overwrite is idempotent), then the run fails with `WriteConflict` (exit 3,
+retryable).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import date
 import logging
-import os
 import re
 import shutil
 import time
 import uuid
+from datetime import date
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -39,15 +38,16 @@ from pathlib import Path
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
 
 from spark_jobs.defs.lineage import Lineage, changes, fingerprint
 from spark_jobs.errors import InputDataError
+from spark_jobs.storage import deltars
 from spark_jobs.storage.locks import TableBusy, table_lock
 
 log = logging.getLogger(__name__)
 
-PARQUET_LOG = "_tilewise_log"
+ENGINE_WRITER = "engine"  # Sail, or classic Spark with delta-spark
+DELTA_RS_WRITER = "delta-rs"  # classic Spark writes files, the deltalake package commits them
 # Beside the data; Delta ignores (and VACUUM keeps) files whose names start with "_".
 LINEAGE_FILE = "_tilewise_lineage.json"
 REBUILD_HINT = (
@@ -70,6 +70,8 @@ DELTA_CONFLICTS = frozenset(
         "ConcurrentTransactionException",
     }
 )
+# delta-rs (`deltars.py` commits with no automatic retry): any commit after its snapshot.
+DELTA_RS_CONFLICTS = frozenset({"CommitFailedError"})
 _JAVA_CONFLICT = re.compile(r"io\.delta\.exceptions\.(\w+)")
 COMMIT_ATTEMPTS = 3
 
@@ -86,13 +88,23 @@ class WriteResult:
 
 
 class Warehouse:
-    """Tables under one root, in one format, for one session."""
+    """Delta tables under one root, for one session.
 
-    def __init__(self, spark: SparkSession, root: Path, table_format: str, *, lock_timeout_s: float = 3600.0):
+    `writer` is how commits are made (`ENGINE_WRITER` or `DELTA_RS_WRITER`); `run_id`, when set,
+    is recorded in every commit's commitInfo as `userMetadata`.
+    """
+
+    def __init__(
+        self, spark: SparkSession, root: Path, writer: str = ENGINE_WRITER, *, lock_timeout_s: float = 3600.0,
+        run_id: str | None = None,
+    ):
+        if writer not in (ENGINE_WRITER, DELTA_RS_WRITER):
+            raise ValueError(f"unknown Delta writer {writer!r}")
         self.spark = spark
         self.root = root
-        self.format = table_format
+        self.writer = writer
         self.lock_timeout_s = lock_timeout_s
+        self.run_id = run_id
 
     # -- paths and metadata ------------------------------------------------------------------
     def path(self, table: str) -> Path:
@@ -103,42 +115,30 @@ class Warehouse:
 
     def version(self, table: str) -> int | None:
         """Latest committed version, or None when the table does not exist."""
-        return table_version(self.path(table), self.format)
+        return table_version(self.path(table))
 
     # -- reads -------------------------------------------------------------------------------
     def read(self, table: str, version: int | None = None) -> DataFrame:
         path = self.path(table)
         if self.version(table) is None:
             raise InputDataError(f"table {table} does not exist under {self.root} (run the job that builds it first)")
-        if self.format == "delta":
-            reader = self.spark.read.format("delta")
-            if version is not None:
-                reader = reader.option("versionAsOf", version)
-            return reader.load(str(path))
-        entry = self._parquet_entry(table, version)
-        schema = StructType.fromJson(entry["schema"])
-        df = self.spark.read.schema(schema).parquet(str(path / entry["data"]))
-        return df.select(*schema.fieldNames())
+        if self.writer == DELTA_RS_WRITER:
+            return deltars.read(self.spark, path, version)
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(str(path))
 
     def partition_bytes(self, table: str, version: int, column: str, lo: date, hi: date) -> int:
         """Bytes of the data files of `version` whose partition `column` is in [lo, hi]: what a
         read pruned to those dates scans (sizes its partitions without touching the data)."""
-        path = self.path(table)
-        if self.format == "delta":
-            from deltalake import DeltaTable
+        from deltalake import DeltaTable
 
-            actions = pa.table(DeltaTable(str(path), version=version).get_add_actions(flatten=True))
-            if f"partition.{column}" not in actions.column_names:
-                return sum(actions.column("size_bytes").to_pylist())
-            rows = zip(actions.column("size_bytes").to_pylist(), actions.column(f"partition.{column}").to_pylist())
-            return sum(size for size, d in rows if d is not None and lo <= _as_date(d) <= hi)
-        data = path / self._parquet_entry(table, version)["data"]
-        return sum(
-            f.stat().st_size
-            for folder in data.rglob(f"{column}=*")
-            if lo <= date.fromisoformat(folder.name.split("=", 1)[1]) <= hi
-            for f in folder.rglob("*.parquet")
-        )
+        actions = pa.table(DeltaTable(str(self.path(table)), version=version).get_add_actions(flatten=True))
+        if f"partition.{column}" not in actions.column_names:
+            return sum(actions.column("size_bytes").to_pylist())
+        rows = zip(actions.column("size_bytes").to_pylist(), actions.column(f"partition.{column}").to_pylist())
+        return sum(size for size, d in rows if d is not None and lo <= _as_date(d) <= hi)
 
     # -- writes ------------------------------------------------------------------------------
     def replace_range(
@@ -162,28 +162,26 @@ class Warehouse:
         data = _one_file_per_partition(df.filter(predicate), partition_by)
         if rebuild:
             with self.lock(table):
-                self._lineage_pending(table, lineage, stored_lineage(self.path(table), self.format, settle=True))
+                self._lineage_pending(table, lineage, stored_lineage(self.path(table), settle=True))
                 result = self.overwrite(table, data, partition_by)
                 self._record_lineage(table, lineage)
             return result
         with self.lock(table):
             self._lineage_pending(table, lineage, self.check_lineage(table, lineage, settle=True))
-            if self.format == "delta":
 
-                def commit() -> None:  # re-checks the table on each attempt: it may have appeared
-                    self.check_schema(table, data)
-                    writer = data.write.format("delta").mode("overwrite").partitionBy(*partition_by)
-                    if self.version(table) is not None:
-                        writer = writer.option("replaceWhere", predicate)
-                    writer.save(str(self.path(table)))
+            def commit() -> None:  # re-checks the table on each attempt: it may have appeared
+                self.check_schema(table, data)
+                exists = self.version(table) is not None
+                if self.writer == DELTA_RS_WRITER:
+                    deltars.replace(self.spark, self.root, self.path(table), data, partition_by,
+                                    predicate=predicate if exists else None, run_id=self.run_id)
+                    return
+                writer = self._engine_writer(data).mode("overwrite").partitionBy(*partition_by)
+                if exists:
+                    writer = writer.option("replaceWhere", predicate)
+                writer.save(str(self.path(table)))
 
-                retry_conflicts(table, commit)
-            else:
-                kept = None
-                if self.version(table) is not None:
-                    self.check_schema(table, data)
-                    kept = self.read(table).filter(f"NOT coalesce(({predicate}), false)")
-                self._parquet_commit(table, data if kept is None else kept.unionByName(data), partition_by)
+            retry_conflicts(table, commit)
             self._record_lineage(table, lineage)
             version = self.version(table)
         assert version is not None
@@ -192,16 +190,21 @@ class Warehouse:
     def overwrite(self, table: str, df: DataFrame, partition_by: list[str]) -> WriteResult:
         """Replace the whole table with `df` (a new version; history is kept)."""
         with self.lock(table):
-            if self.format == "delta":
-                writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-                retry_conflicts(table, lambda: writer.partitionBy(*partition_by).save(str(self.path(table))))
+            if self.writer == DELTA_RS_WRITER:
+                retry_conflicts(table, lambda: deltars.replace(
+                    self.spark, self.root, self.path(table), df, partition_by, predicate=None, run_id=self.run_id))
             else:
-                self._parquet_commit(table, df, partition_by)
+                writer = self._engine_writer(df).mode("overwrite").option("overwriteSchema", "true")
+                retry_conflicts(table, lambda: writer.partitionBy(*partition_by).save(str(self.path(table))))
             version = self.version(table)
         assert version is not None
         return WriteResult(table, version)
 
     # -- internals ---------------------------------------------------------------------------
+    def _engine_writer(self, df: DataFrame):  # type: ignore[no-untyped-def]
+        writer = df.write.format("delta")
+        return writer.option("userMetadata", self.run_id) if self.run_id else writer
+
     def lock(self, table: str, on_wait: Callable[[str], None] | None = None) -> AbstractContextManager[None]:
         """Exclusive write access to `table` (re-entrant in this process)."""
         return table_lock(self.root / "_locks", table, timeout_s=self.lock_timeout_s, on_wait=on_wait)
@@ -214,7 +217,7 @@ class Warehouse:
         """
         if lineage is None:
             return None
-        stored = stored_lineage(self.path(table), self.format, settle=settle)
+        stored = stored_lineage(self.path(table), settle=settle)
         if stored is None:  # a new table, or one written before lineage was recorded (adopted on write)
             return None
         if fingerprint(stored) != fingerprint(lineage):
@@ -255,51 +258,17 @@ class Warehouse:
                 f"removed: {removed or 'none'}). {REBUILD_HINT}"
             )
 
-    def _parquet_entry(self, table: str, version: int | None) -> dict:
-        log = self.path(table) / PARQUET_LOG
-        v = self.version(table) if version is None else version
-        try:
-            return json.loads((log / f"{v:08d}.json").read_text())
-        except FileNotFoundError:
-            raise InputDataError(f"table {table} has no version {version}") from None
 
-    def _parquet_commit(self, table: str, df: DataFrame, partition_by: list[str]) -> None:
-        path = self.path(table)
-        current = self.version(table)
-        version = 0 if current is None else current + 1
-        data_dir = f"v{version:08d}-{uuid.uuid4().hex[:8]}"
-        df.write.mode("error").partitionBy(*partition_by).parquet(str(path / data_dir))
-        entry = {"version": version, "data": data_dir, "schema": json.loads(df.schema.json())}
-        log = path / PARQUET_LOG
-        log.mkdir(parents=True, exist_ok=True)
-        tmp = log / f".{version:08d}.{uuid.uuid4().hex}.tmp"
-        tmp.write_text(json.dumps(entry))
-        try:
-            # link() fails if the version exists: the commit is atomic and exclusive.
-            os.link(tmp, log / f"{version:08d}.json")
-        except FileExistsError:
-            shutil.rmtree(path / data_dir, ignore_errors=True)
-            raise WriteConflict(
-                f"table {table}: version {version} was committed by another writer that did not take "
-                "tilewise's lock; nothing of this run was published. Re-run when it is done."
-            ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
+def table_version(path: Path) -> int | None:
+    """Latest committed version of the Delta table at `path`, or None when there is none."""
+    if not any((path / "_delta_log").glob("*.json")):
+        return None
+    from deltalake import DeltaTable
+
+    return int(DeltaTable(str(path)).version())
 
 
-def table_version(path: Path, table_format: str) -> int | None:
-    """Latest committed version of the table at `path`, or None when there is none."""
-    if table_format == "delta":
-        if not any((path / "_delta_log").glob("*.json")):
-            return None
-        from deltalake import DeltaTable
-
-        return int(DeltaTable(str(path)).version())
-    commits = sorted((path / PARQUET_LOG).glob("*.json"))
-    return int(commits[-1].stem) if commits else None
-
-
-def stored_lineage(path: Path, table_format: str, *, settle: bool = False) -> Lineage | None:
+def stored_lineage(path: Path, *, settle: bool = False) -> Lineage | None:
     """The lineage in force for the table at `path` (None: not recorded).
 
     A pending lineage (written before a commit) is in force once the table has a version after
@@ -313,7 +282,7 @@ def stored_lineage(path: Path, table_format: str, *, settle: bool = False) -> Li
     pending = state.get("pending")
     if pending is None:
         return state["lineage"]
-    current = table_version(path, table_format)
+    current = table_version(path)
     landed = current is not None and (pending["after"] is None or current > pending["after"])
     lineage = pending["lineage"] if landed else state.get("lineage")
     if settle:
@@ -350,7 +319,7 @@ def _write_lineage_file(path: Path, state: dict) -> None:
 def delta_conflict(exc: BaseException) -> str | None:
     """The name of the Delta commit conflict `exc` is, or None when it is something else."""
     for cls in type(exc).__mro__:
-        if cls.__name__ in DELTA_CONFLICTS:
+        if cls.__name__ in DELTA_CONFLICTS or (cls.__name__ in DELTA_RS_CONFLICTS and _from_delta_rs(cls)):
             return cls.__name__
     head = str(exc).lstrip().split("\n", 1)[0]
     m = _JAVA_CONFLICT.search(head)
@@ -413,3 +382,9 @@ def stage(spark: SparkSession, folder: Path, df: DataFrame, partition_by: list[s
 def _as_date(value: object) -> date:
     """A partition value as deltalake returns it (a date, or its ISO text)."""
     return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _from_delta_rs(cls: type) -> bool:
+    from deltalake.exceptions import DeltaError
+
+    return issubclass(cls, DeltaError)

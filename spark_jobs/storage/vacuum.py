@@ -1,22 +1,20 @@
 """`tilewise vacuum`: delete the files that no version within the retention still needs.
 
 Every write replaces the files of the partitions it touches and keeps the old ones for time
-travel, so without this the warehouse only grows. Sail has no VACUUM (../shared/ENGINES.md), so
+travel, so without this the warehouse only grows. Sail has no VACUUM command, so
 this runs without an engine, on the files:
 
-- Delta tables: the `deltalake` package's vacuum, in full mode (also files no commit names, e.g.
-  from a killed write), keeping what versions replaced less than `retain_hours` ago still read.
-  It commits `VACUUM START` and `VACUUM END`, so the version goes up by 2 with the same rows.
-- Parquet fallback tables: a version's folder and log entry go once a later version has replaced
-  it for longer than the retention; the latest version always stays. A folder no log entry names
-  (a killed write) goes once untouched for longer than the retention. The log entry goes first,
-  so a crash in between leaves an orphan folder, which the next vacuum removes.
+- Tables (Delta, whichever engine wrote them): the `deltalake` package's vacuum, in full mode
+  (also files no commit names, e.g. from a killed write), keeping what versions replaced less
+  than `retain_hours` ago still read. It commits `VACUUM START` and `VACUUM END`, so the version
+  goes up by 2 with the same rows.
 - Run folders: the intermediates (`work/`) of runs untouched for longer than the retention, and
   the staged rows (`staged/`) of runs killed before they wrote a manifest. A run without a
   manifest may still be running, so it is cleaned only once untouched for a day as well. The
   rejected rows of a run that failed validation stay (the contract keeps them under `_runs/`),
   and so do manifests and HTML reports. Classic Spark's bucketed tables left by a killed
-  training-set run (`_tmp/spark-tables/tw_*`) go on the same terms as a run without a manifest.
+  training-set run (`_tmp/spark-tables/tw_*`) and the files of a killed classic-Spark write not
+  yet moved into its table (`_tmp/delta-writes/*`) go on the same terms as a run without a manifest.
 
 Each table is vacuumed under its lock, so no tilewise writer is mid-commit. Afterwards versions
 replaced longer than the retention ago can no longer be read, so a job that is reading such an
@@ -25,9 +23,7 @@ old version would fail: keep the retention above the longest job (the default is
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -36,9 +32,9 @@ from pathlib import Path
 
 from spark_jobs.errors import InputDataError
 from spark_jobs.storage.locks import table_lock
-from spark_jobs.storage.tables import PARQUET_LOG, stored_lineage
+from spark_jobs.storage.deltars import SCRATCH
+from spark_jobs.storage.tables import stored_lineage
 
-_VERSION_FOLDER = re.compile(r"v\d{8}-[0-9a-f]+")
 _UNFINISHED_RUN_S = 24 * 3600.0
 
 
@@ -61,26 +57,23 @@ class Freed:
 
 def vacuum_table(
     root: Path,
-    table_format: str,
     table: str,
     *,
     retain_hours: float,
     dry_run: bool,
     lock_timeout_s: float,
     on_wait: Callable[[str], None] | None = None,
-    now: float | None = None,
+    run_id: str | None = None,
 ) -> Freed | None:
-    """Vacuum one table; None when it does not exist."""
+    """Vacuum one table; None when it does not exist. Its commits name `run_id` (commitInfo.userMetadata)."""
     path = root / table
     with table_lock(root / "_locks", table, timeout_s=lock_timeout_s, on_wait=on_wait):
         # A vacuum commits on Delta: first settle a pending lineage, so its commit is not taken for a write.
-        stored_lineage(path, table_format, settle=True)
+        stored_lineage(path, settle=True)
         # Existence by the log's files: opening a damaged Delta log is `_vacuum_delta`'s to report.
-        if not any((path / ("_delta_log" if table_format == "delta" else PARQUET_LOG)).glob("*.json")):
+        if not any((path / "_delta_log").glob("*.json")):
             return None
-        if table_format == "delta":
-            return _vacuum_delta(path, retain_hours, dry_run)
-        return _vacuum_parquet(path, retain_hours * 3600.0, dry_run, time.time() if now is None else now)
+        return _vacuum_delta(path, retain_hours, dry_run, run_id)
 
 
 def vacuum_runs(root: Path, *, retain_hours: float, dry_run: bool, now: float | None = None) -> Freed:
@@ -100,7 +93,9 @@ def vacuum_runs(root: Path, *, retain_hours: float, dry_run: bool, now: float | 
                     shutil.rmtree(run_dir / sub)
     # Classic Spark's bucketed tables of a training-set run (`transforms.joins`): a run drops its
     # own when it ends, so these are a killed run's, or a running one's while it is young.
-    for folder in sorted((root / "_tmp" / "spark-tables").glob("tw_*")):
+    # The same for a classic-Spark write's files not yet in its table (`storage.deltars`).
+    scratch = [*(root / "_tmp" / "spark-tables").glob("tw_*"), *(root / SCRATCH).glob("*")]
+    for folder in sorted(scratch):
         if now - _newest_mtime(folder) >= max(retain_hours * 3600.0, _UNFINISHED_RUN_S):
             freed.add(folder)
             if not dry_run:
@@ -108,11 +103,12 @@ def vacuum_runs(root: Path, *, retain_hours: float, dry_run: bool, now: float | 
     return freed
 
 
-def _vacuum_delta(path: Path, retain_hours: float, dry_run: bool) -> Freed:
-    from deltalake import DeltaTable
+def _vacuum_delta(path: Path, retain_hours: float, dry_run: bool, run_id: str | None) -> Freed:
+    from deltalake import CommitProperties, DeltaTable
     from deltalake.exceptions import DeltaError
 
-    kw = {"retention_hours": math.ceil(retain_hours), "enforce_retention_duration": False, "full": True}
+    kw = {"retention_hours": math.ceil(retain_hours), "enforce_retention_duration": False, "full": True,
+          "commit_properties": CommitProperties(custom_metadata={"userMetadata": run_id} if run_id else None)}
     freed = Freed()
     try:
         table = DeltaTable(str(path))
@@ -126,42 +122,6 @@ def _vacuum_delta(path: Path, retain_hours: float, dry_run: bool) -> Freed:
             raise InputDataError(f"{path}: the deltalake package cannot vacuum this table ({reason}); nothing was deleted") from None
         raise InputDataError(f"{path}: the deltalake package failed while vacuuming ({reason}); "
                              "the table's versions are intact, re-run the vacuum") from None
-    return freed
-
-
-def _vacuum_parquet(path: Path, retain_s: float, dry_run: bool, now: float) -> Freed:
-    log = path / PARQUET_LOG
-    entries = sorted(log.glob("*.json"))
-    data_of = {}
-    for entry in entries:
-        try:
-            data_of[entry] = json.loads(entry.read_text())["data"]
-        except (ValueError, KeyError) as exc:
-            raise InputDataError(f"{entry}: unreadable log entry ({exc}); nothing was deleted") from None
-    freed = Freed()
-    # Version i was replaced when version i + 1 was committed: the mtime of the next entry.
-    doomed = [entry for entry, nxt in zip(entries, entries[1:]) if now - nxt.stat().st_mtime >= retain_s]
-    for entry in doomed:
-        data = path / data_of[entry]
-        freed.add(entry)
-        if data.exists():
-            freed.add(data)
-        if not dry_run:
-            entry.unlink()  # first the entry: a crash here leaves an orphan folder, never a broken version
-            shutil.rmtree(data, ignore_errors=True)
-    named = set(data_of.values())  # a version's folder, or one just removed with its version
-    for folder in sorted(p for p in path.iterdir() if p.is_dir() and _VERSION_FOLDER.fullmatch(p.name)):
-        if folder.name in named:
-            continue
-        if now - _newest_mtime(folder) >= retain_s:
-            freed.add(folder)
-            if not dry_run:
-                shutil.rmtree(folder)
-    for tmp in log.glob(".*.tmp"):  # a commit killed before it linked its entry
-        if now - tmp.stat().st_mtime >= retain_s:
-            freed.add(tmp)
-            if not dry_run:
-                tmp.unlink(missing_ok=True)
     return freed
 
 

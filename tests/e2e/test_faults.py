@@ -247,27 +247,31 @@ def test_a_write_failing_mid_publish_leaves_the_previous_version(engine, warehou
 
 _DIE_AT_COMMIT = """
 import os, signal, sys
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 from spark_jobs.engine.profile import Profile
 from spark_jobs.engine.session import start_engine
 from spark_jobs.storage.tables import Warehouse
 
-profile = Profile(file="test", engine="spark", table_format="parquet", warehouse=sys.argv[1], master="local[1]",
+profile = Profile(file="test", engine="spark", warehouse=sys.argv[1], master="local[1]",
                   spark={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"})
 engine = start_engine(profile)
-wh = Warehouse(engine.spark, profile.warehouse_path, "parquet", lock_timeout_s=10)
+wh = Warehouse(engine.spark, profile.warehouse_path, engine.writer, lock_timeout_s=10)
 df = engine.spark.sql("SELECT id, date_add(DATE'2026-01-01', CAST(id % 3 AS INT)) AS day, 1L AS v FROM range(30)")
 wh.replace_range("training/t", df, sys.argv[2], ["day"])
 print("v0 committed", flush=True)
-# Die exactly at the commit point: data files and the pending log entry are written, the entry
-# is not linked into place yet.
-os.link = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+# Die exactly at the commit point: the new data files are in the table's folders, the Delta
+# commit is not made yet.
+DeltaTable.create_write_transaction = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 wh.replace_range("training/t", df.withColumn("v", F.lit(2)), sys.argv[2], ["day"])
 print("not reached", flush=True)
 """
 
 
-def test_parquet_kill_9_between_data_files_and_log_entry_leaves_an_invisible_orphan(spark_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_kill_9_between_data_files_and_delta_commit_leaves_invisible_orphans(spark_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Classic Spark without the delta-spark jars: a kill -9 right before delta-rs commits."""
+    from deltalake import DeltaTable
+
     from spark_jobs.storage.tables import Warehouse
 
     root = tmp_path / "wh"
@@ -276,48 +280,68 @@ def test_parquet_kill_9_between_data_files_and_log_entry_leaves_an_invisible_orp
     assert res.returncode == -signal.SIGKILL, res.stdout + res.stderr[-3000:]
     assert "v0 committed" in res.stdout and "not reached" not in res.stdout
     table = root / "training" / "t"
-    log = table / "_tilewise_log"
-    assert [p.name for p in sorted(log.glob("*.json"))] == ["00000000.json"]
-    assert list(log.glob(".00000001.*.tmp")), "the pending log entry was written, not committed"
-    [orphan] = table.glob("v00000001-*")
-    assert (orphan / "_SUCCESS").exists() and len(list(orphan.rglob("*.parquet"))) >= 3, "all data files were written"
+    committed = {Path(u).resolve() for u in DeltaTable(str(table)).file_uris()}
+    on_disk = {p.resolve() for p in table.rglob("*.parquet")}
+    assert len(committed) >= 3 and len(on_disk - committed) >= 3, "all data files were written, none committed"
 
     spark_engine.activate()
-    wh = Warehouse(spark_engine.spark, root, "parquet", lock_timeout_s=10)  # the dead writer's lock is gone
+    wh = Warehouse(spark_engine.spark, root, spark_engine.writer, lock_timeout_s=10)  # the dead writer's lock is gone
     assert wh.version("training/t") == 0
-    assert {r["v"] for r in wh.read("training/t").collect()} == {1}, "the orphan's rows are not visible"
+    assert {r["v"] for r in wh.read("training/t").collect()} == {1}, "the orphans' rows are not visible"
     result = wh.replace_range("training/t", _three_days(spark_engine.spark, 3), PRED, ["day"])
     assert result.version == 1
     assert sorted(r["v"] for r in wh.read("training/t").collect()) == [3] * 30
-    import json
-
-    assert json.loads((log / "00000001.json").read_text())["data"] != orphan.name
+    assert not {Path(u).resolve() for u in DeltaTable(str(table)).file_uris()} & (on_disk - committed)
 
 
-def test_parquet_commit_racing_a_writer_without_the_lock_fails_with_write_conflict(
-    spark_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
-    import json
-    import os
+def _rival(monkeypatch: pytest.MonkeyPatch, commits: int) -> list[int]:
+    """Make a writer that bypasses the lock append one row just before each of our next `commits`
+    delta-rs commits (so each of them is stale). Returns the versions the rival made."""
+    from deltalake import DeltaTable, write_deltalake
 
     from spark_jobs.storage import tables
-    from spark_jobs.storage.tables import Warehouse, WriteConflict
+
+    made: list[int] = []
+    real = DeltaTable.create_write_transaction
+
+    def rival_commits_first(self, *a, **k):  # type: ignore[no-untyped-def]
+        if len(made) < commits:
+            rows = DeltaTable(self.table_uri).to_pyarrow_table().slice(0, 1)
+            write_deltalake(self.table_uri, rows, mode="append")
+            made.append(DeltaTable(self.table_uri).version())
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", rival_commits_first)
+    monkeypatch.setitem(tables.retry_conflicts.__kwdefaults__, "backoff_s", 0.0)
+    return made
+
+
+def test_delta_rs_commit_racing_a_writer_without_the_lock_is_retried_from_a_fresh_snapshot(
+    spark_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from spark_jobs.storage.tables import Warehouse
 
     spark_engine.activate()
-    wh = Warehouse(spark_engine.spark, tmp_path / "wh", "parquet", lock_timeout_s=10)
+    wh = Warehouse(spark_engine.spark, tmp_path / "wh", spark_engine.writer, lock_timeout_s=10)
     wh.replace_range("training/t", _three_days(spark_engine.spark, 1), PRED, ["day"])
-    log = wh.path("training/t") / "_tilewise_log"
-    real_link = os.link
+    made = _rival(monkeypatch, 1)
+    result = wh.replace_range("training/t", _three_days(spark_engine.spark, 2), PRED, ["day"])
+    assert made == [1] and result.version == 2, "the rival's commit stands; ours came after it"
+    assert _rows(wh, "training/t") == [(i, r[1], 2) for i, r in enumerate(_rows(wh, "training/t"))]
+    assert len(_rows(wh, "training/t")) == 30, "the rival's row in the range was replaced, as a re-run would"
 
-    def rival_commits_first(src, dst):  # type: ignore[no-untyped-def]
-        # A writer that bypassed the lock commits version 1 (re-publishing v0's data) just before us.
-        Path(dst).write_text(json.dumps({**json.loads((log / "00000000.json").read_text()), "version": 1}))
-        real_link(src, dst)
 
-    monkeypatch.setattr(tables.os, "link", rival_commits_first)
-    with pytest.raises(WriteConflict, match="committed by another writer") as info:
+def test_delta_rs_commit_conflicting_on_every_attempt_fails_with_write_conflict(
+    spark_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from spark_jobs.storage.tables import COMMIT_ATTEMPTS, Warehouse, WriteConflict
+
+    spark_engine.activate()
+    wh = Warehouse(spark_engine.spark, tmp_path / "wh", spark_engine.writer, lock_timeout_s=10)
+    wh.replace_range("training/t", _three_days(spark_engine.spark, 1), PRED, ["day"])
+    made = _rival(monkeypatch, COMMIT_ATTEMPTS)
+    with pytest.raises(WriteConflict, match="CommitFailedError") as info:
         wh.replace_range("training/t", _three_days(spark_engine.spark, 2), PRED, ["day"])
     assert info.value.exit_code == 3
-    assert not list(wh.path("training/t").glob("v00000001-*")), "our data folder is removed"
-    assert wh.version("training/t") == 1
-    assert {r["v"] for r in wh.read("training/t").collect()} == {1}, "the rival's version is the table"
+    assert made == [1, 2, 3] and wh.version("training/t") == 3, "only the rival's commits landed"
+    assert {r["v"] for r in wh.read("training/t").collect()} == {1}, "nothing of this run was published"

@@ -60,18 +60,17 @@ def test_spark_submit_backfill_and_training_set_match_sail(tmp_path: Path) -> No
     import pandas as pd
     from deltalake import DeltaTable
 
-    log = sorted((spark_wh / "training" / "engagement" / "_tilewise_log").glob("*.json"))[-1]
-    import json
-
-    entry = json.loads(log.read_text())
-    classic_df = pd.read_parquet(spark_wh / "training" / "engagement" / entry["data"])
+    # Both are Delta tables: classic Spark's files were committed with delta-rs.
+    classic_df = DeltaTable(str(spark_wh / "training" / "engagement")).to_pandas()
     sail_df = DeltaTable(str(sail_wh / "training" / "engagement")).to_pandas()
+    stamps = [c for c in sail_df.columns if isinstance(sail_df[c].dtype, pd.DatetimeTZDtype)]
+    assert stamps and all(isinstance(classic_df[c].dtype, pd.DatetimeTZDtype) for c in stamps), "UTC instants on both"
     cols = [c for c in sail_df.columns if c != "impression_date"]
     def norm(df: pd.DataFrame) -> pd.DataFrame:
         df = df[cols].sort_values("impression_id").reset_index(drop=True)
-        for c in df.columns:  # same instants; only pandas' tz annotation differs between writers
-            if isinstance(df[c].dtype, pd.DatetimeTZDtype):
-                df[c] = df[c].dt.tz_convert(None)
+        for c in df.columns:
+            if isinstance(df[c].dtype, pd.DatetimeTZDtype):  # microseconds or nanoseconds
+                df[c] = df[c].dt.tz_convert("UTC").astype("datetime64[us, UTC]")
             elif df[c].dtype == object:
                 df[c] = df[c].map(lambda v: repr(v.tolist() if hasattr(v, "tolist") else v))
             elif str(df[c].dtype).startswith("datetime64"):

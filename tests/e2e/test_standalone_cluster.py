@@ -1,7 +1,7 @@
 """A real Spark standalone cluster (a master and two workers on 127.0.0.1, from the pip package).
 
 The nightly backfill and a training set go through `spark-submit --master spark://...` with the
-classic Parquet profile; one worker is killed (kill -9 of its process group: the worker and its
+classic profile (Delta committed with delta-rs); one worker is killed (kill -9 of its process group: the worker and its
 executor, as when a node dies) while the backfill has run tasks on both executors. Spark must
 reschedule the lost work on the surviving worker, and the tables must equal the Sail run's row
 for row. Everything started here is killed in the fixture's finalizer, also on failure.

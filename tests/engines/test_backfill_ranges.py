@@ -61,8 +61,8 @@ def _blocks(wh: Warehouse):  # type: ignore[no-untyped-def]
 def test_nightly_runs_equal_one_full_run_across_a_week_edge(engine, data) -> None:  # type: ignore[no-untyped-def]
     root, events = data
     defs = load(write_defs(root, DEFS), root / "data")
-    nightly = Warehouse(engine.spark, root / "nightly", engine.table_format, lock_timeout_s=30)
-    full = Warehouse(engine.spark, root / "full", engine.table_format, lock_timeout_s=30)
+    nightly = Warehouse(engine.spark, root / "nightly", engine.writer, lock_timeout_s=30)
+    full = Warehouse(engine.spark, root / "full", engine.writer, lock_timeout_s=30)
     for day in range(4, 7):  # each nightly run also recomputes the day before (lateness 1d)
         last = run_job(engine, nightly, defs, "backfill", backfill.run, start=date(2026, 3, day), end=date(2026, 3, day + 1), names=["acts"])
     # The nightly run of 03-06 opens only the files of 03-05 and 03-06 (Parquet footer statistics).
@@ -84,7 +84,7 @@ def test_nightly_runs_equal_one_full_run_across_a_week_edge(engine, data) -> Non
 
 def test_definition_change_needs_rebuild(engine, data) -> None:  # type: ignore[no-untyped-def]
     root, _ = data
-    wh = Warehouse(engine.spark, root / "wh", engine.table_format, lock_timeout_s=30)
+    wh = Warehouse(engine.spark, root / "wh", engine.writer, lock_timeout_s=30)
     old = load(write_defs(root / "old", DEFS), root / "data")
     run_job(engine, wh, old, "backfill", backfill.run, start=date(2026, 3, 3), end=date(2026, 3, 7), names=["acts"])
     before = _blocks(wh).collect()
@@ -101,7 +101,7 @@ def test_definition_change_needs_rebuild(engine, data) -> None:  # type: ignore[
     # A week-aligned rebuild of the whole history (lateness 1d: the range starts on 02-26).
     run_job(engine, wh, new, "backfill", backfill.run, start=date(2026, 2, 27), end=date(2026, 3, 12), names=["acts"], rebuild=True)
     assert wh.version("blocks/acts") == 1
-    fresh = Warehouse(engine.spark, root / "fresh", engine.table_format, lock_timeout_s=30)
+    fresh = Warehouse(engine.spark, root / "fresh", engine.writer, lock_timeout_s=30)
     run_job(engine, fresh, new, "backfill", backfill.run, start=date(2026, 2, 27), end=date(2026, 3, 12), names=["acts"])
     assert_df_equality(_blocks(wh), _blocks(fresh), ignore_nullable=True)
     assert "top__m" in wh.read("blocks/acts").columns
@@ -113,7 +113,7 @@ def test_a_changed_filter_keeps_the_columns_but_is_refused(sail_engine, data) ->
     root, _ = data
     engine = sail_engine
     engine.activate()
-    wh = Warehouse(engine.spark, root / "wh", engine.table_format, lock_timeout_s=30)
+    wh = Warehouse(engine.spark, root / "wh", engine.writer, lock_timeout_s=30)
     old = load(write_defs(root / "old", DEFS), root / "data")
     run_job(engine, wh, old, "backfill", backfill.run, start=date(2026, 3, 5), end=date(2026, 3, 6), names=["acts"])
 

@@ -70,16 +70,14 @@ def test_a_rebuild_that_dies_before_its_commit_keeps_the_old_lineage_also_after_
     assert_df_equality(warehouse.read(TABLE).select("d", "k", "v").orderBy("d"), _rows(warehouse, 1), ignore_nullable=True)
     assert _accepts(warehouse, OLD) and not _accepts(warehouse, NEW)
     version = warehouse.version(TABLE)
-    freed = vacuum_table(warehouse.root, warehouse.format, TABLE, retain_hours=0, dry_run=False, lock_timeout_s=5)
+    freed = vacuum_table(warehouse.root, TABLE, retain_hours=0, dry_run=False, lock_timeout_s=5)
     assert freed is not None and freed.files > 0
-    if warehouse.format == "delta":
-        assert warehouse.version(TABLE) == version + 2, "the vacuum committed: not to be taken for the rebuild"
+    assert warehouse.version(TABLE) == version + 2, "the vacuum committed: not to be taken for the rebuild"
     assert _accepts(warehouse, OLD) and not _accepts(warehouse, NEW)
 
 
 def test_a_first_write_that_dies_before_its_commit_leaves_no_lineage(warehouse: Warehouse, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     with monkeypatch.context() as m:
-        m.setattr(Warehouse, "_parquet_commit", _die)
         m.setattr(Warehouse, "check_schema", _die)  # the Delta commit's first step
         with pytest.raises(Died):
             _write(warehouse, 0, OLD)

@@ -1,6 +1,6 @@
 """Backfill + training set against a brute-force reference computed from the raw events.
 
-The reference implements CONTRACT section 5 directly (no blocks, no covers): for each impression
+The reference implements the point-in-time semantics (README) directly (no blocks, no covers): for each impression
 it filters the raw events to [start, end) and aggregates them. Data is random but seeded, with
 the edge cases placed on purpose: events on block and window edges, duplicates, null keys and
 timestamps, late events, keys with no events, duplicate impressions, watermarks null / unaligned
@@ -123,7 +123,7 @@ def publish_tables(engine, root: Path):  # type: ignore[no-untyped-def]
     write_parquet(data / "labels" / "l.parquet", labels, LABELS)
     defs_dir = write_defs(root, DEFS)
     defs = load(defs_dir, data)
-    wh = Warehouse(engine.spark, root / "warehouse", engine.table_format, lock_timeout_s=30)
+    wh = Warehouse(engine.spark, root / "warehouse", engine.writer, lock_timeout_s=30)
     engine.activate()
     run_job(engine, wh, defs, "backfill", backfill.run, start=date(2026, 3, 2), end=date(2026, 3, 4), names=["acts"])
     run_job(engine, wh, defs, "snapshot", snapshot.run, as_of=datetime(2026, 3, 3, 12), names=["acts"])
@@ -132,7 +132,7 @@ def publish_tables(engine, root: Path):  # type: ignore[no-untyped-def]
 
 
 def reference(events, imps, labels):
-    """CONTRACT section 5, computed directly from raw events."""
+    """The point-in-time semantics, computed directly from raw events."""
     seen, clean = set(), []
     for e in events:
         if e["user_id"] is None or e["ts"] is None or e["event_id"] in seen:

@@ -1,6 +1,6 @@
 """The sketches meet the contract's accuracy on the engines, through the real block SQL.
 
-CONTRACT: approx_count_distinct has relative error <= 2% at 10k distinct values, and
+The documented accuracy: approx_count_distinct has relative error <= 2% at 10k distinct values, and
 approx_quantile rank error <= 1%. Events go through the same path as a backfill: 5-minute
 blocks (map), rolled up to hours and to the day (combine, twice), then finalized. The data is
 deterministic (values from xxhash64 of the row number), so each case passes or fails for good.

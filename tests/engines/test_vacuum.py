@@ -1,4 +1,4 @@
-"""`tilewise vacuum` on real tables: Delta written by Sail, tilewise's Parquet versions by classic Spark.
+"""`tilewise vacuum` on real tables: Delta written by Sail, and by classic Spark committed with delta-rs.
 
 What a vacuum must never do is change what the latest version reads, or delete a file a version
 within the retention still needs; what it must do is take the replaced files away.
@@ -6,7 +6,6 @@ within the retention still needs; what it must do is take the replaced files awa
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -50,18 +49,14 @@ def _data_files(wh: Warehouse) -> set[str]:
 
 def _latest_data_files(wh: Warehouse) -> set[str]:
     """The parquet files the latest version reads, relative to the table folder."""
+    from deltalake import DeltaTable
+
     root = wh.path(TABLE)
-    if wh.format == "delta":
-        from deltalake import DeltaTable
-
-        return {str(Path(uri).relative_to(root)) for uri in DeltaTable(str(root)).file_uris()}
-    log = sorted((root / "_tilewise_log").glob("*.json"))
-    data = json.loads(log[-1].read_text())["data"]
-    return {str(p.relative_to(root)) for p in (root / data).rglob("*.parquet")}
+    return {str(Path(uri).relative_to(root)) for uri in DeltaTable(str(root)).file_uris()}
 
 
-def _vacuum(wh: Warehouse, hours: float, dry_run: bool = False, now: float | None = None):  # type: ignore[no-untyped-def]
-    return vacuum_table(wh.root, wh.format, TABLE, retain_hours=hours, dry_run=dry_run, lock_timeout_s=5, now=now)
+def _vacuum(wh: Warehouse, hours: float, dry_run: bool = False):  # type: ignore[no-untyped-def]
+    return vacuum_table(wh.root, TABLE, retain_hours=hours, dry_run=dry_run, lock_timeout_s=5)
 
 
 def test_vacuum_deletes_the_replaced_files_and_the_latest_version_reads_the_same(warehouse: Warehouse) -> None:
@@ -116,47 +111,20 @@ def test_a_killed_writes_files_go_once_older_than_the_retention(warehouse: Wareh
     _vacuum(warehouse, 0)
     root = warehouse.path(TABLE)
     some_file = next(iter(_latest_data_files(warehouse)))
-    if warehouse.format == "delta":  # a data file written, the commit never made
-        old, new = root / "d=a" / "part-killed-old.parquet", root / "d=a" / "part-killed-new.parquet"
-    else:  # a version folder written, its log entry never linked
-        old, new = root / "v00000099-0000dead" / "d=a" / "x.parquet", root / "v00000098-0000beef" / "d=a" / "x.parquet"
+    # a data file written, the commit never made
+    old, new = root / "d=a" / "part-killed-old.parquet", root / "d=a" / "part-killed-new.parquet"
     for f in (old, new):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes((root / some_file).read_bytes())
-    _age(old if warehouse.format == "delta" else old.parents[1], 3)
+    _age(old, 3)
     freed = _vacuum(warehouse, 2)
     assert not old.exists() and new.exists(), "the old orphan goes, the one that may be a running write stays"
     assert freed.files == 1
 
 
-def test_parquet_versions_go_once_replaced_for_longer_than_the_retention(spark_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The retention counts from when a version was replaced (the next commit), not from its own commit."""
-    spark_engine.activate()
-    wh = Warehouse(spark_engine.spark, tmp_path / "wh", "parquet", lock_timeout_s=5)
-    _three_versions(wh)
-    log = wh.path(TABLE) / "_tilewise_log"
-    entries = sorted(log.glob("*.json"))
-    _age(entries[0], 5)
-    _age(entries[1], 3)  # v0 was replaced 3 h ago; v1 was replaced just now by v2
-    stale_tmp = log / ".00000003.abc.tmp"  # a commit killed before it linked its entry
-    stale_tmp.write_text("{}")
-    _age(stale_tmp, 3)
-
-    _vacuum(wh, 2)
-    assert sorted(p.name for p in log.glob("*.json")) == ["00000001.json", "00000002.json"]
-    assert not stale_tmp.exists()
-    with pytest.raises(InputDataError, match="has no version 0"):
-        wh.read(TABLE, version=0)
-    v1 = wh.spark.createDataFrame([("a", k, 1) for k in range(3)] + [("b", k, 0) for k in range(3)], "d string, k int, v int")
-    assert_df_equality(_sorted(wh.read(TABLE, version=1)), v1, ignore_nullable=True)
-    assert wh.version(TABLE) == 2
-
-
 def test_a_table_the_vacuum_cannot_read_is_exit_2_and_nothing_is_deleted(warehouse: Warehouse) -> None:
     _three_versions(warehouse)
-    log = warehouse.path(TABLE) / ("_delta_log" if warehouse.format == "delta" else "_tilewise_log")
-    name = "00000000000000000003.json" if warehouse.format == "delta" else "00000003.json"
-    (log / name).write_text('{"torn": ')  # a commit another writer left half-written
+    (warehouse.path(TABLE) / "_delta_log" / "00000000000000000003.json").write_text('{"torn": ')  # a commit another writer left half-written
     before = _files(warehouse)
     with pytest.raises(InputDataError, match="nothing was deleted") as err:
         _vacuum(warehouse, 0)

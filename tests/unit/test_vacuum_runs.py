@@ -58,3 +58,17 @@ def test_bucketed_tables_of_killed_training_runs_go_after_a_day(tmp_path: Path) 
 
 def test_no_runs_folder_is_nothing_to_do(tmp_path: Path) -> None:
     assert vacuum_runs(tmp_path, retain_hours=0, dry_run=False).files == 0
+
+
+def test_files_of_killed_classic_spark_writes_go_after_a_day(tmp_path: Path) -> None:
+    """A write killed before it moved its files into the table leaves them in `_tmp/delta-writes/`."""
+    scratch = tmp_path / "_tmp" / "delta-writes"
+    for name, hours in (("a" * 32, 30), ("b" * 32, 2)):
+        (scratch / name / "day=2026-01-01").mkdir(parents=True)
+        (scratch / name / "day=2026-01-01" / "part-0.parquet").write_bytes(b"x" * 10)
+        t = time.time() - hours * 3600
+        for p in (scratch / name, *(scratch / name).rglob("*")):
+            os.utime(p, (t, t))
+    freed = vacuum_runs(tmp_path, retain_hours=1, dry_run=False)
+    assert (freed.files, freed.bytes) == (1, 10)
+    assert [p.name for p in scratch.iterdir()] == ["b" * 32], "a write of 2 h ago may still be running"

@@ -86,3 +86,10 @@ def test_other_errors_pass_through_at_once() -> None:
     with pytest.raises(RuntimeError, match="executor lost"):
         retry_conflicts("blocks/fs", commit, sleep=lambda s: pytest.fail("no retry for a non-conflict"))
     assert len(calls) == 1
+
+
+def test_a_stale_delta_rs_commit_is_a_conflict() -> None:
+    from deltalake.exceptions import CommitFailedError
+
+    assert delta_conflict(CommitFailedError("Failed to commit transaction: 1")) == "CommitFailedError"
+    assert delta_conflict(type("CommitFailedError", (Exception,), {})("not delta-rs'")) is None

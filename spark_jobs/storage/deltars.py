@@ -1,0 +1,242 @@
+"""Delta tables from classic Spark without the delta-spark jars: Spark writes, delta-rs commits.
+
+Classic Spark writes plain Parquet files (microsecond UTC timestamps) into a scratch folder of the
+warehouse; the driver moves them into the table's partition folders and commits them as one Delta
+version with the `deltalake` package (delta-rs), with file statistics taken from the Parquet
+footers so readers can skip files. Nothing is visible before that commit: a killed write leaves
+only files no version names, which `tilewise vacuum` removes. A range overwrite rewrites only the
+files holding rows in the range (as Delta's `replaceWhere` does): their rows outside the range
+are written again beside the new rows, and the commit removes the old files.
+
+Every commit is made from the snapshot the write read, with no automatic retry: if another writer
+committed in between (one that bypasses tilewise's table lock), delta-rs raises
+`CommitFailedError` and nothing is published (`tables.retry_conflicts` redoes the write from a
+fresh snapshot, then reports it). Reads go through the files of one version:
+`spark.read.schema(s).option("basePath", root).parquet(*files)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+# Spark's folder name for a NULL partition value.
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+SCRATCH = Path("_tmp") / "delta-writes"  # under the warehouse: same filesystem, so files move by rename
+_FILE = "_tw_file"
+
+
+def read(spark: SparkSession, path: Path, version: int | None = None, files: list[str] | None = None) -> DataFrame:
+    """The rows of one version of the Delta table at `path` (or only of its `files`, as `file_uris` names them)."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(path), version=version)
+    schema = spark_schema(table)
+    uris = table.file_uris() if files is None else files
+    if not uris:
+        return spark.createDataFrame([], schema)
+    df = spark.read.schema(schema).option("basePath", str(path)).parquet(*uris)
+    return df.select(*[f"`{c}`" for c in schema.fieldNames()])
+
+
+def spark_schema(table: Any) -> StructType:
+    """A Delta table's schema as Spark's (Delta's schema string is Spark's JSON)."""
+    return StructType.fromJson(json.loads(table.schema().to_json()))
+
+
+def replace(
+    spark: SparkSession,
+    root: Path,
+    path: Path,
+    data: DataFrame,
+    partition_by: list[str],
+    *,
+    predicate: str | None,
+    run_id: str | None,
+) -> None:
+    """Commit `data` to the table at `path` as one new version.
+
+    With `predicate`, the rows of the table matching it are replaced (`data` must hold only rows
+    matching it); without, the whole table is replaced, schema included, or created.
+    """
+    from deltalake import DeltaTable, Schema
+    from deltalake.transaction import CommitProperties, RemoveAction, create_table_with_add_actions
+
+    table = DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
+    removes: list[RemoveAction] = []
+    frame = data
+    if table is not None and predicate is not None:
+        current = read(spark, path, table.version())
+        hit = current.filter(predicate).select(F.input_file_name().alias(_FILE)).distinct().collect()
+        by_file = _add_actions(table, path)
+        touched = [(f, by_file[f]) for f in sorted({_local(row[_FILE]) for row in hit})]
+        if touched:
+            kept = read(spark, path, table.version(), [f for f, _ in touched])
+            frame = data.unionByName(kept.filter(f"NOT coalesce(({predicate}), false)"))
+        now = _now_ms()
+        removes = [
+            RemoveAction(a["path"], True, now, a["size_bytes"], a["partition_values"]) for _, a in touched
+        ]
+    adds = write_files(spark, root, path, frame, partition_by)
+    props = CommitProperties(
+        custom_metadata={"userMetadata": run_id} if run_id else None, max_commit_retries=0
+    )
+    try:
+        if table is None:
+            schema = Schema.from_json(frame.schema.json())
+            create_table_with_add_actions(str(path), schema, adds, mode="error", partition_by=partition_by or None,
+                                          commit_properties=props)
+        elif predicate is None:
+            schema = Schema.from_json(frame.schema.json())
+            table.create_write_transaction(adds, mode="overwrite", schema=schema, partition_by=partition_by or None,
+                                           commit_properties=props)
+        else:
+            table.create_write_transaction([*adds, *removes], mode="append", schema=table.schema(),
+                                           partition_by=partition_by or None, commit_properties=props)
+    except BaseException:
+        for add in adds:  # never named by a version: nobody reads them
+            (path / unquote(add.path)).unlink(missing_ok=True)
+        raise
+
+
+def write_files(spark: SparkSession, root: Path, path: Path, df: DataFrame, partition_by: list[str]) -> list[Any]:
+    """Write `df` as Parquet files into the table folder at `path`; their Delta add actions."""
+    from deltalake.transaction import AddAction
+
+    scratch = root / SCRATCH / uuid.uuid4().hex
+    writer = df.write.mode("error")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.parquet(str(scratch))
+    adds = []
+    try:
+        for file in sorted(scratch.rglob("*.parquet")):
+            rel = file.relative_to(scratch)
+            if any(part.startswith((".", "_")) for part in rel.parts):
+                continue
+            dest = path / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, dest)
+            st = dest.stat()
+            values = _partition_values(rel, partition_by)
+            adds.append(AddAction(rel.as_posix(), st.st_size, values, int(st.st_mtime * 1000), True, file_stats(dest)))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return adds
+
+
+def file_stats(file: Path) -> str:
+    """Delta's `stats` of a Parquet file, from its footer: row count and, per top-level column
+    whose every row group has them, min, max and null count."""
+    meta = pq.read_metadata(file)
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    top = {meta.schema.column(i).path: i for i in range(meta.num_columns) if "." not in meta.schema.column(i).path}
+    for name, i in top.items():
+        lo = hi = None
+        count = 0
+        complete = meta.num_row_groups > 0
+        for g in range(meta.num_row_groups):
+            st = meta.row_group(g).column(i).statistics
+            if st is None or not st.has_null_count:
+                complete = False
+                break
+            count += st.null_count
+            if st.has_min_max:
+                a, b = _stat_value(st.min), _stat_value(st.max)
+                if a is None or b is None:
+                    complete = False
+                    break
+                lo = a if lo is None or a < lo else lo
+                hi = b if hi is None or b > hi else hi
+        if not complete:
+            continue
+        nulls[name] = count
+        if lo is not None:
+            mins[name], maxs[name] = _json_value(lo), _json_value(hi)
+    return json.dumps({"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+
+
+def _stat_value(v: Any) -> Any:
+    """A footer statistic Delta can state exactly, else None (bytes, NaN, decimals, ...)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, datetime):
+        if v.tzinfo is None:  # a timestamp without UTC adjustment: leave it to the reader
+            return None
+        return v.astimezone(timezone.utc)
+    if isinstance(v, (int, float, str, date)):
+        return v
+    return None
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(v, date):
+        return v.isoformat()
+    return v
+
+
+def _partition_values(rel: Path, partition_by: list[str]) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for part in rel.parts[:-1]:
+        key, _, value = part.partition("=")
+        key = unquote(key)
+        if key in partition_by:
+            values[key] = None if value == _NULL_PARTITION else unquote(value)
+    missing = set(partition_by) - set(values)
+    if missing:
+        raise RuntimeError(f"{rel}: Spark wrote no folder for partition column(s) {sorted(missing)}")
+    return values
+
+
+def _add_actions(table: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """The current add actions by local file path: path as logged, size and partition values as text."""
+    import pyarrow as pa
+
+    actions = pa.table(table.get_add_actions(flatten=False))
+    paths = actions.column("path").to_pylist()
+    sizes = actions.column("size_bytes").to_pylist()
+    parts = actions.column("partition").to_pylist() if "partition" in actions.column_names else [None] * len(paths)
+    out = {}
+    for p, s, v in zip(paths, sizes, parts):
+        local = _local(p) if "://" in p or p.startswith("/") else _local(str(path / unquote(p)))
+        out[local] = {"path": p, "size_bytes": s, "partition_values": {k: _partition_text(x) for k, x in (v or {}).items()}}
+    return out
+
+
+def _partition_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _local(uri: str) -> str:
+    """A file URI or path as a normalised local path, to match Spark's `input_file_name` with delta-rs' URIs."""
+    parsed = urlparse(uri)
+    raw = parsed.path if parsed.scheme in ("file", "") else uri
+    return os.path.normpath(unquote(raw))
+
+
+def _now_ms() -> int:
+    return int(datetime.now(timezone.utc).timestamp() * 1000)
