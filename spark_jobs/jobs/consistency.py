@@ -25,7 +25,7 @@ from spark_jobs.quality.consistency_report import write_report
 from spark_jobs.quality.gx import ValidationReport
 from spark_jobs.quality.suites import consistency_suite
 from spark_jobs.storage.manifest import Run, consistency_line
-from spark_jobs.storage.tables import stage
+from spark_jobs.storage.tables import stage, stage_rows
 from spark_jobs.transforms import consistency as tc
 from spark_jobs.transforms.pit import cutoff_column, fill_empty
 from spark_jobs.transforms.sweep import point_in_time
@@ -95,7 +95,7 @@ def measure(
         for c in comps if c.logged in differ
     }
     spark = training.sparkSession
-    staged = stage(spark, run.dir / "staged" / table, spark.createDataFrame(rows, tc.SCHEMA))
+    staged = stage_rows(spark, run.dir / "staged" / table, rows, tc.SCHEMA)
     # The chart is drawn while Great Expectations validates (mostly waiting on the engine).
     folder = run.dir / "report" / "consistency"
     drawing = ThreadPoolExecutor(1, thread_name_prefix="tilewise-consistency-report")

@@ -151,9 +151,21 @@ SCHEMA = T.StructType([
 ])
 
 
-def test_metrics_match_brute_force(engine) -> None:  # type: ignore[no-untyped-def]
+ARROW = pa.schema([
+    ("impression_date", pa.date32()),
+    *[(p + "n", pa.int64()) for p in ("", "logged_")],
+    *[(p + "x", pa.float64()) for p in ("", "logged_")],
+    *[(p + "arr", pa.list_(pa.float64())) for p in ("", "logged_")],
+    *[(p + "s", pa.string()) for p in ("", "logged_")],
+    *[(p + "ids", pa.list_(pa.string())) for p in ("", "logged_")],
+])
+
+
+def test_metrics_match_brute_force(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rows, kinds = _cases()
-    df = engine.spark.createDataFrame(rows, SCHEMA)
+    # From a file: createDataFrame from Python rows runs Python workers on classic Spark (~10 s).
+    write_parquet(tmp_path / "rows" / "a.parquet", rows, ARROW)
+    df = engine.spark.read.schema(SCHEMA).parquet(str(tmp_path / "rows"))
     values = {k: k for k in kinds}
     comps = tc.comparisons(df.schema, values, {k: f"logged_{k}" for k in kinds})
     # Arrays of text compare element by element with equality: as lists, the brute force's "other".
