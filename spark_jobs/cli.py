@@ -336,6 +336,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from spark_jobs.jobs import vacuum
 
         return vacuum.main(args, profile, defs, _plain_args(args))
+    if args.command == "training-set" and args.name in defs.training_sets:
+        _check_logged(defs, args.name)
     if args.command in ("history", "restore"):
         from spark_jobs.jobs import history
 
@@ -347,6 +349,19 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         check_table_name(defs, args.table)
     return run_engine_command(args, profile, defs)
+
+
+def _check_logged(defs, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Logged values the impression files lack are a definitions error, before an engine starts."""
+    from spark_jobs.storage.sources import footer_columns
+
+    ts_def = defs.training_sets[name]
+    if ts_def.logged is None:
+        return
+    columns = footer_columns(defs, ts_def.impressions)
+    problems = [] if columns is None else ts_def.logged_problems(columns)
+    if problems:
+        raise DefinitionError.collected(problems)
 
 
 def _where(project: Project) -> str:

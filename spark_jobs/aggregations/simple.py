@@ -54,6 +54,11 @@ _FLOAT_TO_EXACT = (
 )
 
 
+def double_to_exact_sql(value: str) -> str:
+    """A DOUBLE expression as EXACT, the same on both engines (see _FLOAT_TO_EXACT)."""
+    return _FLOAT_TO_EXACT.format(v=value, exact=EXACT)
+
+
 def exact_sql(x: AggInput, aggregation: str) -> str:
     """`x.value` as EXACT, the same on both engines."""
     if x.mapped_type(aggregation) in ("double", "float"):

@@ -4,7 +4,7 @@ A block table depends on its feature set's key, block sizes and each feature's a
 column, filter and parameters, and on its source's timestamp, dedupe key and SQL (with the
 sources a view reads) — not on windows, defaults or lateness, which only change how blocks are
 used, nor on paths, which move between machines. A training table depends on its impressions,
-keys, features, labels and the block lineage of every feature set it uses. Each table keeps the
+keys, features, labels, logged values and the block lineage of every feature set it uses. Each table keeps the
 lineage it was built from; a run whose lineage differs is refused unless it rebuilds the table.
 """
 
@@ -57,7 +57,7 @@ def _sketch(aggregation: str) -> Lineage:
 
 def training_lineage(defs: Definitions, training_set: str) -> Lineage:
     ts = defs.training_sets[training_set]
-    return {
+    lineage: Lineage = {
         "impressions": {ts.impressions: _source(defs, ts.impressions)},
         "keys": dict(sorted(ts.keys.items())),
         "features": [ref.column for ref in ts.features],
@@ -67,6 +67,9 @@ def training_lineage(defs: Definitions, training_set: str) -> Lineage:
             for lb in ts.labels
         },
     }
+    if ts.logged is not None:  # only when present: tables built before logging keep their lineage
+        lineage["logged"] = {"column": ts.logged.column, "values": dict(sorted(ts.logged.values.items()))}
+    return lineage
 
 
 def fingerprint(lineage: Lineage) -> str:

@@ -249,7 +249,12 @@ class _Loader:
         derived = [key for key in entry.raw if key in model.DERIVED]
         for key in derived:
             self.report.add(entry.doc, (*entry.loc, key), unknown_field(key, model.yaml_fields()))
-        return None if derived else {**entry.raw, "name": entry.name, "file": entry.doc.file}
+        if derived:
+            return None
+        data = {**entry.raw, "name": entry.name, "file": entry.doc.file}
+        if entry.kind == "training_sets":
+            data["lines"] = _field_lines(entry)
+        return data
 
     def _validate(self, entry: _Entry, data: dict[Any, Any], context: dict[str, Any] | None = None) -> BaseModel | None:
         try:
@@ -277,6 +282,17 @@ class _Loader:
                 else:
                     self.report.add(entry.doc, loc, message)
             return None
+
+
+def _field_lines(entry: _Entry) -> dict[str, int]:
+    """Lines of the fields a training set's data is checked against later (its logged values)."""
+    lines = {}
+    for loc, line in entry.doc.lines.items():
+        if loc[: len(entry.loc)] == entry.loc and len(loc) > len(entry.loc):
+            field = ".".join(str(part) for part in loc[len(entry.loc) :])
+            if field.startswith("logged"):
+                lines[field] = line
+    return lines
 
 
 # -- YAML with lines ---------------------------------------------------------------------------

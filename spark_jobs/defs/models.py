@@ -424,20 +424,76 @@ class Validation(_Model):
     min_rows: Annotated[int, Field(strict=True, ge=0)] | None = None
     max_null_fraction: dict[Text, Fraction] = {}
     expectations: tuple[ExpectationSpec, ...] = ()
+    # Logged name -> the lowest match rate a date may have (see `Logged`).
+    min_match_rate: dict[Name, Fraction] = {}
+
+
+class Logged(_Model):
+    """Feature values the online model saw, logged with each impression (forward logging).
+
+    `values` maps each logged name to the backfilled output column it should equal; the values
+    are fields of the struct or map column `column` of the impressions, or top-level columns of
+    their own when `column` is omitted. `tolerance` is relative, for floating values.
+    """
+
+    column: Column | None = None
+    values: Annotated[dict[Name, Column], Field(min_length=1)]
+    tolerance: Annotated[float, Field(ge=0.0)] = 1e-9
+
+    def source_column(self, name: str) -> str:
+        """Where logged value `name` sits in the impressions: `column.name` or `name`."""
+        return f"{self.column}.{name}" if self.column else name
 
 
 class TrainingSet(_Model):
     """Impressions joined with point-in-time features and delayed labels."""
 
-    DERIVED = frozenset({"name", "file"})
+    DERIVED = frozenset({"name", "file", "lines"})
 
     name: Name
     file: str = ""
+    # Line of some fields in `file` (`logged.values.<name>` -> line), for errors found later
+    # against the data (a logged value the impressions lack).
+    lines: dict[str, int] = {}
     impressions: SourceRef
     keys: dict[Column, Column] = {}
     features: Annotated[tuple[FeatureRef, ...], Field(min_length=1)]
     labels: tuple[Label, ...] = ()
+    logged: Logged | None = None
     validation: Validation = Validation()
+
+    def logged_column(self, name: str) -> str:
+        """The training table's column of logged value `name`."""
+        return f"logged_{name}"
+
+    def logged_problems(self, columns: Mapping[str, Collection[str] | None]) -> list[str]:
+        """`file:line field: problem` for each logged value the impressions do not have.
+
+        `columns`: each impression column -> the field names of a struct column, or None when
+        its fields are not known from the schema (a map's keys are data).
+        """
+        if self.logged is None:
+            return []
+        top = self.logged.column
+        if top is not None:
+            if top not in columns:
+                return [f"{self.where('logged.column')}: {show(top)} is not a column of the impressions ({_one_of(columns)})"]
+            fields = columns[top]
+            if fields is None:
+                return []
+            what, known = f"a field of the impressions' column {top}", fields
+        else:
+            what, known = "a column of the impressions", columns
+        return [
+            f"{self.where(f'logged.values.{name}')}: {name} is not {what} ({_one_of(known)})"
+            for name in self.logged.values
+            if name not in known
+        ]
+
+    def where(self, field: str) -> str:
+        """`file:line field` of a field of this training set, for messages."""
+        path = f"training_sets.{self.name}.{field}"
+        return f"{self.file}:{self.lines.get(field, 1)} {path}"
 
     @property
     def feature_sets(self) -> tuple[str, ...]:
@@ -484,6 +540,16 @@ class TrainingSet(_Model):
             if label.name in taken:
                 problems.append(Problem(("labels", i, "name"), f"{label.name} is already {taken[label.name]}"))
             taken.setdefault(label.name, f"the name of labels[{i}]")
+        logged = self.logged.values if self.logged else {}
+        for name, column in logged.items():
+            loc: Loc = ("logged", "values", name)
+            if self.logged_column(name) in taken:
+                problems.append(Problem(loc, f"{name}: its column {self.logged_column(name)} is already {taken[self.logged_column(name)]}"))
+            if column not in self.feature_columns:
+                problems.append(Problem(loc, f"{show(column)} is not a feature column of this training set (columns: {_one_of(self.feature_columns)})"))
+        for name in self.validation.min_match_rate:
+            if name not in logged:
+                problems.append(Problem(("validation", "min_match_rate", name), f"{name} is not a logged value of this training set (logged: {_one_of(logged)})"))
         _raise_any(problems)
         return self
 

@@ -1,12 +1,19 @@
 """Synthetic social/content-app data for the tilewise demo, written as plain Parquet files.
 
 Three tables, one file per day, under ``out_dir``: ``events/`` (views, likes and shares),
-``impressions/`` (items shown to users, with the online feature store's watermark at serving time)
-and ``labels/`` (clicks and saves that arrive after the impression). The data is meant to exercise
+``impressions/`` (items shown to users, with the online feature store's watermark at serving time
+and, in the struct ``features``, the feature values the online model saw: forward logging) and
+``labels/`` (clicks and saves that arrive after the impression). The data is meant to exercise
 every rule of the contract, not only the happy path: skewed keys, a daily cycle, exact duplicate
 events, late events, null keys and timestamps, timestamps exactly on 5-minute block boundaries,
 null and clock-skewed watermarks, and labels that fall outside their ``within`` window. Label
 rates depend on the user's and the item's activity so that the features carry signal.
+
+The logged features are what an online store computes with the contract's point-in-time rule,
+plus two incidents (``INCIDENTS``): on 2026-01-02 from 14:00 to 18:00 UTC the stream feeding
+the store stalls 20 minutes (four blocks) behind while the watermark it reports keeps moving
+(stale values), and the online code of ``user_dur_sum_1h`` forgot the ``duration_s < 3600``
+filter of its offline definition (a logic difference whenever an idle tab is in the window).
 
 Everything is numpy/pyarrow (no Spark), seeded, so the same arguments give the same data.
 Timestamps are naive ``timestamp[us]`` values that represent UTC.
@@ -52,6 +59,16 @@ _IMPRESSION_LOST_RATE = 0.001  # impression-log loss: labels whose impression is
 _WATERMARK_NULL_RATE = 0.02
 _WATERMARK_AFTER_TS_RATE = 0.01
 _DOUBLE_CLICK_RATE = 0.03
+
+# The online store's incidents (see the module docstring), in epoch microseconds of the
+# impression time: [start, end) and how many finest blocks the store was behind.
+_STALE_FROM = (date(2026, 1, 2) - date(1970, 1, 1)).days * _US_PER_DAY + 14 * _US_PER_HOUR
+_STALE_TO = _STALE_FROM + 4 * _US_PER_HOUR
+_STALE_BLOCKS = 4
+INCIDENTS = {
+    "stale": {"from": "2026-01-02T14:00:00", "to": "2026-01-02T18:00:00", "blocks_behind": _STALE_BLOCKS},
+    "logic": {"logged": "user_dur_sum_1h", "missing_filter": "duration_s < 3600"},
+}
 
 
 def generate(
@@ -104,11 +121,13 @@ def generate(
         "labels": dict.fromkeys(("click", "save", "outside_range", "orphan"), 0),
     }
 
+    views: list[dict[str, np.ndarray]] = []
     for day, (day_date, day_start) in enumerate(zip(dates, day_starts)):
-        table, counts = _events_for_day(
+        table, counts, day_views = _events_for_day(
             rng, day_date, day_start, first_day=day == 0,
             n=events_per_day, user_ids=user_ids, item_ids=item_ids, user_p=user_p, item_p=item_p,
         )
+        views.append(day_views)
         pq.write_table(table, out_dir / "events" / f"events-{day_date.isoformat()}.parquet")
         summary["rows"]["events"] += table.num_rows
         for key, value in counts.items():
@@ -121,8 +140,11 @@ def generate(
                                  user_p=user_p, item_p=item_p)
         )
     labels = _labels(rng, impressions, user_p, item_p)
+    all_views = {k: np.concatenate([v[k] for v in views]) for k in views[0]}
+    origin = day_starts[0] - _US_PER_DAY
 
     for day_date, imp in zip(dates, impressions):
+        imp["features"] = _online_features(imp, all_views, origin, days + 2)
         table, counts = _impression_table(rng, imp, user_ids, item_ids)
         pq.write_table(
             table, out_dir / "impressions" / f"impressions-{day_date.isoformat()}.parquet"
@@ -164,8 +186,9 @@ def _events_for_day(
     item_ids: pa.Array,
     user_p: np.ndarray,
     item_p: np.ndarray,
-) -> tuple[pa.Table, dict[str, int]]:
-    """One day's events file, with its duplicates, late, null and boundary rows."""
+) -> tuple[pa.Table, dict[str, int], dict[str, np.ndarray]]:
+    """One day's events file, with its duplicates, late, null and boundary rows, and its views
+    (each once, with a timestamp) for the online store."""
     user_idx = rng.choice(len(user_p), size=n, p=user_p)
     item_idx = rng.choice(len(item_p), size=n, p=item_p)
     event_type = rng.choice(len(_EVENT_TYPES), size=n, p=_EVENT_TYPE_P)
@@ -217,7 +240,14 @@ def _events_for_day(
         "null_ts": int(null_ts[order].sum()),
         "on_block_boundary": int(np.count_nonzero((ts[order] % _BLOCK_US == 0) & ~null_ts[order])),
     }
-    return table, counts
+    seen = is_view & ~null_ts
+    day_views = {
+        "ts": ts[seen],
+        "user_idx": np.where(null_user[seen], -1, user_idx[seen]).astype(np.int32),
+        "item_idx": item_idx[seen].astype(np.int32),
+        "duration": duration[seen],
+    }
+    return table, counts, day_views
 
 
 def _impressions_for_day(
@@ -274,6 +304,9 @@ def _impression_table(
             "feature_watermark": _timestamps(
                 imp["feature_watermark"][rows], null=imp["null_watermark"][rows]
             ),
+            "features": pa.StructArray.from_arrays(
+                [pa.array(v[rows]) for v in imp["features"].values()], names=list(imp["features"])
+            ),
         }
     )
     counts = {
@@ -283,6 +316,58 @@ def _impression_table(
         "on_block_boundary": int(np.count_nonzero(imp["ts"][rows] % _BLOCK_US == 0)),
     }
     return table, counts
+
+
+def _online_features(
+    imp: dict[str, np.ndarray], views: dict[str, np.ndarray], origin: int, span_days: int
+) -> dict[str, np.ndarray]:
+    """The values an online store served at each impression (see `INCIDENTS`).
+
+    The store follows the point-in-time rule: windows start at ``floor(ts) - W`` and end at
+    ``min(floor(watermark), floor(ts))`` (``floor(ts)`` without a watermark), on 5-minute blocks.
+    """
+    g = _BLOCK_US
+    t = imp["ts"]
+    w = np.where(imp["null_watermark"], t, imp["feature_watermark"])
+    t_floor = t - t % g
+    end = np.minimum(w - w % g, t_floor)
+    stale = (t >= _STALE_FROM) & (t < _STALE_TO)
+    end = np.where(stale, end - _STALE_BLOCKS * g, end)
+    span = span_days * _US_PER_DAY
+    known = views["user_idx"] >= 0
+    by_user = _WindowIndex(views["user_idx"][known], views["ts"][known], views["duration"][known], origin, span)
+    by_item = _WindowIndex(views["item_idx"], views["ts"], views["duration"], origin, span)
+    user, item = imp["user_idx"], imp["item_idx"]
+    views_1h, _ = by_user.query(user, t_floor - _US_PER_HOUR, end)
+    # The online code forgot the filter duration_s < 3600 (idle tabs): the logic incident.
+    _, dur_sum_1h = by_user.query(user, t_floor - _US_PER_HOUR, end)
+    item_views_1d, _ = by_item.query(item, t_floor - _US_PER_DAY, end)
+    return {
+        "user_views_1h": views_1h,
+        "user_dur_sum_1h": np.round(dur_sum_1h, 6),
+        "item_views_1d": item_views_1d,
+    }
+
+
+class _WindowIndex:
+    """Count and sum of values per key over ``[lo, hi)`` time ranges, by binary search on
+    (key, time) and prefix sums."""
+
+    def __init__(self, keys: np.ndarray, ts: np.ndarray, values: np.ndarray, origin: int, span: int):
+        self.origin, self.span = origin, span
+        composite = keys.astype(np.int64) * span + (ts - origin)
+        order = np.argsort(composite, kind="stable")
+        self.composite = composite[order]
+        self.prefix = np.concatenate([[0.0], np.cumsum(values[order])])
+
+    def query(self, keys: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.clip(lo - self.origin, 0, self.span)
+        hi = np.clip(hi - self.origin, 0, self.span)
+        hi = np.maximum(hi, lo)
+        base = keys.astype(np.int64) * self.span
+        a = np.searchsorted(self.composite, base + lo, side="left")
+        b = np.searchsorted(self.composite, base + hi, side="left")
+        return (b - a).astype(np.int64), self.prefix[b] - self.prefix[a]
 
 
 def _labels(

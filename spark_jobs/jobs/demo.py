@@ -22,7 +22,7 @@ from spark_jobs.engine.profile import Profile
 from spark_jobs.engine.session import open_engine
 from spark_jobs.jobs import backfill, snapshot, training
 from spark_jobs.jobs.runner import execute, warehouse_for
-from spark_jobs.storage.manifest import Run
+from spark_jobs.storage.manifest import Run, consistency_line
 
 TRAINING_SET = "engagement"
 START = date(2026, 1, 1)
@@ -54,8 +54,8 @@ def main(args: argparse.Namespace, profile: Profile) -> int:
                 start=START, end=end, names=list(ts_def.feature_sets))
         as_of = datetime(end.year, end.month, end.day)
         execute(engine, defs, new_run("snapshot", as_of=as_of), snapshot.run, as_of=as_of, names=list(ts_def.feature_sets))
-        execute(engine, defs, new_run("training-set", name=TRAINING_SET, start=START, end=end), training.run,
-                name=TRAINING_SET, start=START, end=end)
+        train_run = new_run("training-set", name=TRAINING_SET, start=START, end=end)
+        execute(engine, defs, train_run, training.run, name=TRAINING_SET, start=START, end=end)
         wh = warehouse_for(engine)
         table = training.table_name(TRAINING_SET)
         sample: pd.DataFrame = preview(wh.read(table)).toPandas()
@@ -69,6 +69,11 @@ def main(args: argparse.Namespace, profile: Profile) -> int:
               f"save rate {stats['avg(saved)']:.3f}", file=sys.stderr)
         print("   clicked impressions of the last day, with the user's history as of each one:", file=sys.stderr)
         print(sample.to_string(index=False), file=sys.stderr)
+        for cons_table, values in train_run.consistency.items():
+            chart = train_run.validation.get(cons_table, {}).get("consistency_chart")
+            print(f"   {cons_table}: the logged (online) values against the backfilled ones; chart {chart}", file=sys.stderr)
+            for logged, c in values.items():
+                print(f"     {consistency_line(logged, c)}", file=sys.stderr)
         print(f"   total {time.time() - t0:.1f}s", file=sys.stderr)
     return 0
 

@@ -14,7 +14,7 @@ from spark_jobs.engine.profile import Profile
 from spark_jobs.engine.session import Engine, open_engine
 from spark_jobs.quality import gx
 from spark_jobs.errors import EXIT_INTERNAL, TilewiseError, attach_manifest
-from spark_jobs.storage.manifest import Run
+from spark_jobs.storage.manifest import Run, consistency_line
 from spark_jobs.storage.tables import Warehouse
 
 
@@ -103,6 +103,9 @@ def print_summary(run: Run, manifest_path: Path) -> None:
         lines.append(f"   validation {table}: {state} ({v['expectations']} expectations, {v['seconds']:.1f}s)")
     if run.validation and m["validation_share"] is not None:
         lines.append(f"   validation took {m['validation_seconds']:.1f}s, {m['validation_share']:.0%} of the run")
+    for table, values in run.consistency.items():
+        for logged, c in values.items():
+            lines.append(f"   {table}: {consistency_line(logged, c)}")
     for note in run.notes:
         lines.append(f"   note: {note}")
     if run.error:

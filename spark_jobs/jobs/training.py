@@ -8,7 +8,10 @@
 3. each feature set: windows assembled from its block table, pinned to the version read at the
    start (recorded in the manifest, so the set can be rebuilt exactly), plus `{fs}_cutoff`;
 4. validated (built-in checks + the definition's `validation`), then published over exactly the
-   dates [start, end) of `training/{name}`.
+   dates [start, end) of `training/{name}`;
+5. with a `logged:` block, the logged values are carried as `logged_{name}` and compared with the
+   backfilled ones (`jobs.consistency`): `consistency/{name}` is validated with the training table
+   and published after it, over the same dates, only when both passed.
 
 On classic Spark the impressions are bucketed by `impression_id` once and every joined frame is
 bucketed the same way, so the final joins happen within buckets (no Exchange); Sail has no
@@ -20,14 +23,17 @@ from __future__ import annotations
 import math
 from datetime import date, datetime, timedelta
 
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from spark_jobs.defs.lineage import training_lineage
 from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
 from spark_jobs.engine.session import Engine
-from spark_jobs.errors import InputDataError
+from spark_jobs.errors import DefinitionError, InputDataError
+from spark_jobs.jobs import consistency
 from spark_jobs.jobs.backfill import table_name as blocks_table
-from spark_jobs.quality import gate
+from spark_jobs.quality import consistency_report, gate
 from spark_jobs.jobs.validate import WATERMARK, training_expectations
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source, reading, truncation_notes
@@ -91,8 +97,13 @@ def _build(
     lo, hi = midnight(start), midnight(end)
     src = defs.sources[ts_def.impressions]
     lineage = training_lineage(defs, name)
+    if ts_def.logged is not None:
+        consistency_report.preload()
+    logged_lineage = consistency.lineage(lineage, ts_def) if ts_def.logged else None
     if not rebuild:
         wh.check_lineage(table_name(name), lineage)  # before any work; checked again when writing
+        if logged_lineage is not None:
+            wh.check_lineage(consistency.table_name(name), logged_lineage)
 
     with run.step(f"{name}: impressions {start} .. {end}"):
         # An impression's time is placed in the finest blocks of every feature set it looks up.
@@ -118,8 +129,8 @@ def _build(
         missing = [k for k in key_cols if k not in raw.columns]
         if missing:
             raise InputDataError(f"impressions source {src.name}: key column(s) {missing} not found (training set {name})")
-        keep = [ID, TS, *key_cols, *([WATERMARK] if watermark else [])]
-        imps = stage(spark, run.dir / "work" / "impressions", imps.select(*[quote(k) for k in keep]))
+        keep = [F.col(quote(k)) for k in [ID, TS, *key_cols, *([WATERMARK] if watermark else [])]]
+        imps = stage(spark, run.dir / "work" / "impressions", imps.select(*keep, *_logged_columns(ts_def, raw)))
         n_imps = imps.count()
     # Counted as soon as known, so a run that fails later still reports them in its manifest.
     duplicates = int(c["valid"] or 0) - n_imps
@@ -149,6 +160,7 @@ def _build(
         run.notes.append(f"{immature:,} immature impressions (label window still open) not emitted")
 
     frames = {"labels": labels}
+    blocks_read: dict[str, DataFrame] = {}
     refs_by_fs: dict[str, list[FeatureRef]] = {}
     for ref in ts_def.features:
         refs_by_fs.setdefault(ref.feature_set, []).append(ref)
@@ -166,7 +178,7 @@ def _build(
                 ID, TS, *([WATERMARK] if watermark else []),
                 *[F.col(quote(ts_def.impression_column(k))).alias(k) for k in fs.key],
             )
-            blocks = wh.read(table, version=version)
+            blocks = blocks_read[fs_name] = wh.read(table, version=version)
             # Staged inside the step, so the step's time is the lookup's, and the final join
             # reads small files instead of re-running it.
             frames[fs_name] = stage(spark, run.dir / "work" / "features" / fs_name, point_in_time(
@@ -190,9 +202,21 @@ def _build(
 
         expectations = training_expectations(defs, name, staged.columns)
         report = gate.audit(run, table, staged, expectations, engine=engine.name)
+        checked = None
+        if ts_def.logged is not None:
+            checked = consistency.measure(engine, defs, run, ts_def, staged, id_column=ID, ts_column=src.timestamp,
+                                          blocks=blocks_read)
+        gate.require(run, report)
+        if checked is not None:
+            consistency.require(run, checked)
         predicate = f"{DATE} >= DATE'{start}' AND {DATE} < DATE'{end}'"
         with run.step(f"{name}: publish {table}"):
             result = gate.publish(run, report, lambda: wh.replace_range(table, staged, predicate, [DATE], rebuild=rebuild, lineage=lineage))
+        if checked is not None:
+            with run.step(f"{name}: publish {checked.table}"):
+                written = wh.replace_range(checked.table, checked.staged, predicate, [DATE], rebuild=rebuild,
+                                           lineage=logged_lineage)
+            run.outputs[checked.table] = {"version": written.version, "rows": len(checked.rows)}
     finally:
         joins.drop_bucketed(engine, run)
     gate.discard_staged(run)
@@ -210,6 +234,23 @@ def _impression_key_columns(defs: Definitions, ts_def: TrainingSet) -> list[str]
     return cols
 
 
+def _logged_columns(ts_def: TrainingSet, raw: DataFrame) -> list[Column]:
+    """`logged_{name}` for each logged value, as logged: a field of the struct or map column, or a
+    column of its own. A value the impressions lack is a definitions error (`file:line field`)."""
+    if ts_def.logged is None:
+        return []
+    fields = {f.name: f.dataType for f in raw.schema.fields}
+    columns = {k: frozenset(t.names) if isinstance(t, StructType) else None for k, t in fields.items()}
+    problems = ts_def.logged_problems(columns)
+    if problems:
+        raise DefinitionError.collected(problems)
+    top = ts_def.logged.column
+    return [
+        (F.col(quote(top))[name] if top else F.col(quote(name))).alias(ts_def.logged_column(name))
+        for name in ts_def.logged.values
+    ]
+
+
 def _output_columns(ts_def, key_cols, ts_name, watermark, refs_by_fs) -> list[str]:  # type: ignore[no-untyped-def]
     cols = [ID, *key_cols, TS]
     if watermark:
@@ -218,6 +259,7 @@ def _output_columns(ts_def, key_cols, ts_name, watermark, refs_by_fs) -> list[st
         cols.extend(r.column for r in refs)
         cols.append(cutoff_column(fs_name))
     cols.extend(lb.name for lb in ts_def.labels)
+    cols.extend(ts_def.logged_column(n) for n in (ts_def.logged.values if ts_def.logged else ()))
     cols.append(DATE)
     return [ts_name if c == TS else c for c in cols]
 

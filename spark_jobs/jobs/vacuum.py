@@ -23,6 +23,7 @@ def output_tables(defs: Definitions) -> list[str]:
     return [
         *(f"{kind}/{fs}" for kind in ("blocks", "snapshots") for fs in sorted(defs.feature_sets)),
         *(f"training/{ts}" for ts in sorted(defs.training_sets)),
+        *(f"consistency/{name}" for name, ts in sorted(defs.training_sets.items()) if ts.logged is not None),
     ]
 
 

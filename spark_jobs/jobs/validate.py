@@ -4,12 +4,14 @@ run folder. Exit 1 when an expectation fails."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.models import Definitions
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError, ValidationFailed
 from spark_jobs.quality import gate
-from spark_jobs.quality.suites import block_suite, snapshot_suite, training_suite, user_suite
+from spark_jobs.quality.suites import block_suite, consistency_suite, snapshot_suite, training_suite, user_suite
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.tables import Warehouse
 from spark_jobs.transforms.blocks import EVENT_COUNT
@@ -39,11 +41,17 @@ def training_expectations(defs: Definitions, name: str, columns: list[str]) -> l
 def check_table_name(defs: Definitions, table: str) -> None:
     """`table` names an output table of these definitions (so it cannot point anywhere else)."""
     kind, _, name = table.partition("/")
-    known = defs.training_sets if kind == "training" else defs.feature_sets if kind in ("blocks", "snapshots") else {}
+    known: Collection[str] = {}
+    if kind == "training":
+        known = defs.training_sets
+    elif kind in ("blocks", "snapshots"):
+        known = defs.feature_sets
+    elif kind == "consistency":
+        known = {n for n, t in defs.training_sets.items() if t.logged is not None}
     if name not in known:
         raise InputDataError(
             f"{table!r} is not a table of these definitions: write blocks/<feature_set>, "
-            "snapshots/<feature_set> or training/<training_set>"
+            "snapshots/<feature_set>, training/<training_set> or consistency/<training set with logged values>"
         )
 
 
@@ -54,6 +62,8 @@ def expectations_for(defs: Definitions, table: str, columns: list[str]) -> list[
         return block_suite(list(defs.feature_sets[name].key), [EVENT_COUNT])
     if kind == "snapshots":
         return snapshot_suite(list(defs.feature_sets[name].key))
+    if kind == "consistency":
+        return consistency_suite()
     return training_expectations(defs, name, columns)
 
 

@@ -37,16 +37,23 @@ def audit(run: Run, table: str, df: DataFrame, expectations: Sequence[Mapping[st
     return report
 
 
+def require(run: Run, report: ValidationReport, extra: Sequence[str] = ()) -> None:
+    """Fail (nothing published) unless `report` passed and no `extra` check (one line each) failed."""
+    if report.success and not extra:
+        return
+    where = report.page_path or report.report_path
+    failed = len(report.failed) + len(extra)
+    lines = [*report.summary_lines(), *(f"FAILED {line}" for line in extra)]
+    raise ValidationFailed(
+        f"validation failed ({failed} of {len(report.results) + len(extra)} {'checks' if extra else 'expectations'}); nothing was "
+        f"published. Rejected rows: {run.dir / 'staged'}; report: {where}\n  " + "\n  ".join(lines)
+    )
+
+
 def publish(run: Run, report: ValidationReport, write: Callable[[], WriteResult]) -> WriteResult:
     """Run `write` only if `report` passed; otherwise keep everything for inspection and fail."""
-    if not report.success:
-        where = report.page_path or report.report_path
-        raise ValidationFailed(
-            f"validation failed ({len(report.failed)} of {len(report.results)} expectations); nothing was "
-            f"published. Rejected rows: {run.dir / 'staged'}; report: {where}\n  " + "\n  ".join(report.summary_lines())
-        )
-    result = write()
-    return result
+    require(run, report)
+    return write()
 
 
 def discard_staged(run: Run) -> None:

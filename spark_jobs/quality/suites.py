@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from spark_jobs.errors import DefinitionError
 
-__all__ = ["block_suite", "training_suite", "snapshot_suite", "user_suite"]
+__all__ = ["block_suite", "consistency_suite", "training_suite", "snapshot_suite", "user_suite"]
 
 Spec = dict[str, Any]
 
@@ -97,6 +97,37 @@ def snapshot_suite(key_columns: Sequence[str]) -> list[Spec]:
     if not keys:
         raise ValueError("snapshot_suite needs at least one key column")
     return [*(_not_null(c) for c in keys), _unique(keys)]
+
+
+def consistency_suite() -> list[Spec]:
+    """Checks for ``consistency/{training_set}``: one row per date and logged value, counts
+    never negative, ``rows`` the sum of the four null/compared counts, ``matched <= compared``
+    and a match rate in [0, 1]."""
+    counts = ["rows", "compared", "matched", "logged_null", "backfilled_null", "both_null", "stale_matched"]
+    parts = "compared + logged_null + backfilled_null + both_null"
+    return [
+        _not_null("impression_date"),
+        _not_null("logged"),
+        _unique(["impression_date", "logged"]),
+        *_non_negative(counts),
+        # No row may have `rows` other than the sum of its parts: GE has no per-row sum check
+        # against another column, so the rows that break it must be none.
+        _spec(
+            "expect_column_values_to_be_null",
+            column="rows",
+            row_condition=f"NOT (rows <=> {parts})",
+            condition_parser="spark",
+        ),
+        _spec("expect_column_pair_values_a_to_be_greater_than_b", column_A="compared", column_B="matched", or_equal=True),
+        _spec("expect_column_values_to_be_between", column="match_rate", min_value=0, max_value=1),
+        # The stale share explains rows that differ, so it is at most their number.
+        _spec(
+            "expect_column_values_to_be_null",
+            column="stale_matched",
+            row_condition="stale_matched > compared - matched",
+            condition_parser="spark",
+        ),
+    ]
 
 
 def user_suite(validation: Any) -> list[Spec]:

@@ -40,6 +40,8 @@ class Run:
     outputs: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Table -> logged name -> online/offline consistency totals (see `consistency_line`).
+    consistency: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     definitions: dict[str, str] = field(default_factory=dict)
     engine: str = ""
     profile: dict[str, Any] = field(default_factory=dict)  # the settings the run ran with
@@ -102,6 +104,7 @@ class Run:
             "counts": self.counts,
             "dropped": self.dropped,
             "validation": self.validation,
+            "consistency": self.consistency,
             "notes": self.notes,
             "pid": os.getpid(),
         }
@@ -113,6 +116,19 @@ class Run:
         tmp.write_text(json.dumps(self.manifest(), indent=2, default=str))
         tmp.replace(path)
         return path
+
+
+def consistency_line(logged: str, c: dict[str, Any]) -> str:
+    """One summary line of a logged value's totals over a run's dates."""
+    rate = "n/a (nothing compared)" if c["match_rate"] is None else f"{c['match_rate']:.2%}"
+    line = (f"{logged} vs {c['feature']}: match {rate}, {c['differ']:,} of {c['compared']:,} compared rows differ"
+            f" ({c['logged_null']:,} logged null, {c['backfilled_null']:,} backfilled null)")
+    if c.get("stale_matched") is not None and c["differ"]:
+        lag = f", most at {c['stale_lag_blocks']} blocks" if c.get("stale_lag_blocks") else ""
+        line += f"; {c['stale_matched']:,} stale{lag}, {c['differ'] - c['stale_matched']:,} logic"
+    if c.get("worst_date") is not None and c["differ"]:
+        line += f"; worst day {c['worst_date']} {c['worst_rate']:.2%}"
+    return line
 
 
 def manifest_path(warehouse: Path, run_id: str) -> Path:

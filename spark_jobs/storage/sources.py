@@ -582,6 +582,23 @@ def _footers(src: Source) -> dict[Path, pq.FileMetaData]:
     return footers
 
 
+def footer_columns(defs: Definitions, name: str) -> dict[str, frozenset[str] | None] | None:
+    """Columns of a local Parquet source from its files' footers: each column -> its struct fields
+    (None for other types); None when the source is no local Parquet folder (not known before reading)."""
+    import pyarrow as pa
+
+    src = defs.sources[name]
+    if src.format != "parquet" or src.path is None or "://" in src.path or not Path(src.path).exists():
+        return None
+    columns: dict[str, frozenset[str] | None] = {}
+    for meta in _footers(src).values():
+        for fld in meta.schema.to_arrow_schema():
+            fields = frozenset(f.name for f in fld.type) if pa.types.is_struct(fld.type) else None
+            old = columns.get(fld.name)
+            columns[fld.name] = fields if old is None else old & fields if fields is not None else old
+    return columns
+
+
 def columns_used(defs: Definitions, name: str) -> tuple[frozenset[str], frozenset[str]]:
     """Columns of source `name` the definitions need: (named as columns, words of its SQL text).
 

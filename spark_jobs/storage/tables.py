@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from spark_jobs.defs.lineage import Lineage, changes, fingerprint
 from spark_jobs.errors import InputDataError
@@ -377,6 +378,20 @@ def stage(spark: SparkSession, folder: Path, df: DataFrame, partition_by: list[s
     writer.parquet(str(folder))
     read = spark.read.schema(df.schema).parquet(str(folder))
     return read.select(*[f"`{c}`" for c in df.columns])
+
+
+def stage_rows(spark: SparkSession, folder: Path, rows: list[dict], schema: StructType) -> DataFrame:
+    """Stage a few rows computed on the driver, like `stage`: written with pyarrow, read back by the
+    engine. (`createDataFrame` from Python rows runs Python workers on classic Spark: seconds.)"""
+    import pyarrow.parquet as pq
+
+    arrow = {"date": pa.date32(), "string": pa.string(), "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64()}
+    fields = [pa.field(f.name, arrow[f.dataType.simpleString()], nullable=f.nullable) for f in schema.fields]
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(fields)), folder / "part-00000.parquet")
+    return spark.read.schema(schema).parquet(str(folder))
 
 
 def _as_date(value: object) -> date:

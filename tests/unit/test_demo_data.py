@@ -29,6 +29,8 @@ EVENT_SCHEMA = {
 IMPRESSION_SCHEMA = {
     "impression_id": pa.string(), "user_id": pa.string(), "item_id": pa.string(),
     "ts": pa.timestamp("us"), "feature_watermark": pa.timestamp("us"),
+    "features": pa.struct([("user_views_1h", pa.int64()), ("user_dur_sum_1h", pa.float64()),
+                           ("item_views_1d", pa.int64())]),
 }
 LABEL_SCHEMA = {"impression_id": pa.string(), "ts": pa.timestamp("us"), "action": pa.string()}
 
@@ -121,7 +123,7 @@ def test_timestamps_on_block_boundaries(demo) -> None:
 
 
 def test_impressions_duplicates_and_watermark_cases(demo) -> None:
-    impressions = _read(demo[0] / "impressions")
+    impressions = _read(demo[0] / "impressions").drop(columns="features")
     duplicated = impressions[impressions["impression_id"].duplicated(keep=False)]
     assert len(duplicated) > 0
     assert (duplicated.drop_duplicates().groupby("impression_id").size() == 1).all()
@@ -231,3 +233,33 @@ def test_time_hour_disagreement_is_an_error() -> None:
     shifted["time_hour"] = "2013-01-01T05:00:00Z"  # the local hour, mislabelled as UTC
     with pytest.raises(ValueError, match="time_hour"):
         build_flights(shifted)
+
+
+def test_logged_features_follow_the_point_in_time_rule_with_two_incidents(demo) -> None:
+    """The online store's values: the contract's windows from the raw events, except while the
+    store was stale (2026-01-02 14:00-18:00, four blocks behind) and for the sum whose online code
+    forgot the filter duration_s < 3600."""
+    out = demo[0]
+    events = _read(out / "events").dropna(subset=["ts"]).drop_duplicates("event_id")
+    views = events[(events["event_type"] == "view") & events["user_id"].notna()]
+    imps = _read(out / "impressions").drop_duplicates("impression_id").sample(400, random_state=1)
+    rows = []
+    for imp in imps.itertuples():
+        t_floor = imp.ts.floor(FIVE_MINUTES)
+        end = t_floor if pd.isna(imp.feature_watermark) else min(imp.feature_watermark.floor(FIVE_MINUTES), t_floor)
+        stale = pd.Timestamp("2026-01-02 14:00") <= imp.ts < pd.Timestamp("2026-01-02 18:00")
+        mine = views[(views["user_id"] == imp.user_id) & (views["ts"] >= t_floor - pd.Timedelta(hours=1))]
+        online = mine[mine["ts"] < end - (4 * FIVE_MINUTES if stale else pd.Timedelta(0))]
+        offline = mine[mine["ts"] < end]
+        rows.append({
+            "stale": stale, "logged": imp.features["user_views_1h"], "offline": len(offline), "online": len(online),
+            "sum_logged": imp.features["user_dur_sum_1h"], "sum_online": online["duration_s"].sum(),
+            "sum_offline": offline[offline["duration_s"] < 3600]["duration_s"].sum(),
+        })
+    df = pd.DataFrame(rows)
+    assert (df["logged"] == df["online"]).all()
+    assert (df["sum_logged"] - df["sum_online"]).abs().max() < 1e-5
+    fresh = df[~df["stale"]]
+    assert (fresh["logged"] == fresh["offline"]).all() and df["stale"].any()
+    assert (df["logged"] != df["offline"]).any()  # the stale incident shows
+    assert ((fresh["sum_logged"] - fresh["sum_offline"]).abs() > 1).any()  # and the missing filter
