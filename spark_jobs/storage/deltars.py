@@ -81,7 +81,11 @@ def replace(
         current = read(spark, path, table.version())
         hit = current.filter(predicate).select(F.input_file_name().alias(_FILE)).distinct().collect()
         by_file = _add_actions(table, path)
-        touched = [(f, by_file[f]) for f in sorted({_local(row[_FILE]) for row in hit})]
+        files = sorted({_local(row[_FILE]) for row in hit})
+        unknown = [f for f in files if f not in by_file]
+        if unknown:
+            raise RuntimeError(f"{path}: Spark read {unknown[0]}, which version {table.version()} does not name")
+        touched = [(f, by_file[f]) for f in files]
         if touched:
             kept = read(spark, path, table.version(), [f for f, _ in touched])
             frame = data.unionByName(kept.filter(f"NOT coalesce(({predicate}), false)"))
@@ -107,7 +111,7 @@ def replace(
                                            partition_by=partition_by or None, commit_properties=props)
     except BaseException:
         for add in adds:  # never named by a version: nobody reads them
-            (path / unquote(add.path)).unlink(missing_ok=True)
+            (path / add.path).unlink(missing_ok=True)
         raise
 
 
@@ -235,7 +239,7 @@ def _local(uri: str) -> str:
     """A file URI or path as a normalised local path, to match Spark's `input_file_name` with delta-rs' URIs."""
     parsed = urlparse(uri)
     raw = parsed.path if parsed.scheme in ("file", "") else uri
-    return os.path.normpath(unquote(raw))
+    return os.path.realpath(unquote(raw))
 
 
 def _now_ms() -> int:

@@ -84,6 +84,8 @@ def restore(root: Path, table: str, version: int, *, run_id: str, lock_timeout_s
             raise InputDataError(f"table {table} does not exist under {root}; nothing to restore")
         if not 0 <= version <= current:
             raise InputDataError(f"table {table} has versions 0 to {current}; there is no version {version} to restore")
+        if version == current:
+            raise InputDataError(f"table {table} is at version {version} already; nothing to restore")
         try:
             old = DeltaTable(str(path), version=version)
         except DeltaError as exc:  # its log entry was cleaned up
