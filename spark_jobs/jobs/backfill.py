@@ -34,7 +34,7 @@ from spark_jobs.storage.manifest import Run, read_manifests
 from spark_jobs.storage.sources import InputStats, TimeRange, read_source, reading, source_files
 from spark_jobs.storage.tables import Warehouse, WriteResult, stage
 from spark_jobs.transforms.blocks import EVENT_COUNT, build_blocks, roll_up
-from spark_jobs.transforms.events import clean_events, event_counts, not_seen_before, with_event_time
+from spark_jobs.transforms.events import clean_events, dedupe_keys, event_counts, not_seen_before, with_event_time
 
 PARTITION_BY = ["block_size", "block_date"]
 
@@ -122,6 +122,9 @@ def backfill_feature_set(
     rows_written = 0
     result: WriteResult | None = None
     all_stats: dict[str, InputStats] = {}
+    untimed: dict[str, int] | None = None
+    if len(chunks) > 1:
+        untimed, all_stats = _untimed_rows(engine, defs, run, fs, lo, hi)
     with wh.lock(table, on_wait=run.say):
         previous = _committed_chunks(wh, table, fs.name, plan) if resume and len(chunks) > 1 else {}
         progress = Progress(run, fs.name, chunks)
@@ -151,7 +154,12 @@ def backfill_feature_set(
                 took = time.time() - t0
                 result = done["result"]
                 rows_written += sum(done["blocks_written"].values())
-                _add_stats(all_stats, stats)
+                if untimed is None:
+                    all_stats = stats
+                else:  # the files a chunk reads again were counted once, over the whole range
+                    for reason in UNTIMED:
+                        done["dropped"].pop(reason)
+                    done["events_read"] = 0
                 for k in ("events_read", "events_in_range", "events_aggregated"):
                     totals[k] += done[k]
                 for size, n in done["blocks_written"].items():
@@ -168,9 +176,14 @@ def backfill_feature_set(
                 totals["progress"] = progress.numbers()
                 if len(chunks) > 1:
                     run.write_manifest()  # a run killed after this chunk can resume from here
+                progress.show_computed(chunk, done["events_aggregated"], took)
         finally:
             progress.close()
         totals["progress"] = progress.numbers()
+    if untimed is not None:
+        totals["events_read"] = untimed["rows_read"]
+        for reason in UNTIMED:
+            run.drop(f"{fs.name}: {reason}", untimed[reason.replace(" ", "_")])
 
     own = all_stats[fs.source].as_dict() if fs.source in all_stats else {}
     run.inputs[fs.source] = {**own, "rows_read": totals["events_read"]}
@@ -205,18 +218,23 @@ def _backfill_range(
     levels = plan_levels(fs, lo, hi)
     src = defs.sources[fs.source]
     with reading(stats):
+        seen = None
+        if src.dedupe_key and first < lo:
+            # Staged before the chunk is read: a view's sources are temporary views by name, which
+            # the chunk's read re-registers for its own range.
+            with run.step(f"{label}: {'+'.join(src.dedupe_key)} of earlier events {_ts(first):%Y-%m-%d %H:%M} .. {_ts(lo):%Y-%m-%d %H:%M}"):
+                before = with_event_time(
+                    read_source(engine.spark, defs, fs.source, TimeRange(_ts(first), _ts(lo)), {}), src.timestamp, fs.source
+                )
+                earlier = clean_events(before, fs.key, (), _ts(first), _ts(lo), run.clock)
+                seen = stage(engine.spark, run.dir / "work" / table / "seen", dedupe_keys(earlier, src.dedupe_key))
         with run.step(f"{label}: read {fs.source} {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
             raw = read_source(engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats)
             events = with_event_time(raw, src.timestamp, fs.source)
             counts = event_counts(events, src.timestamp, fs.key, _ts(lo), _ts(hi), run.clock)
             clean = clean_events(events, fs.key, src.dedupe_key, _ts(lo), _ts(hi), run.clock)
-            if src.dedupe_key and first < lo:
-                seen_stats: dict[str, InputStats] = {}
-                before = with_event_time(
-                    read_source(engine.spark, defs, fs.source, TimeRange(_ts(first), _ts(lo)), seen_stats),
-                    src.timestamp, fs.source,
-                )
-                clean = not_seen_before(clean, clean_events(before, fs.key, (), _ts(first), _ts(lo), run.clock), src.dedupe_key)
+            if seen is not None:
+                clean = not_seen_before(clean, seen, src.dedupe_key)
         staged: list[DataFrame] = []
         with run.step(f"{label}: blocks {' -> '.join(str(d) for d in fs.block_sizes)}"):
             finer = stage(engine.spark, run.dir / "staged" / table / str(levels[0].size), build_blocks(clean, fs))
@@ -258,6 +276,22 @@ def _backfill_range(
             f"duplicate ({', '.join(src.dedupe_key)})": dups,
         },
     }
+
+
+UNTIMED = ("null timestamp", "unparseable timestamp")
+
+
+def _untimed_rows(
+    engine: Engine, defs: Definitions, run: Run, fs: FeatureSet, lo: int, hi: int
+) -> tuple[dict[str, int], dict[str, InputStats]]:
+    """Rows read and rows without a usable time over the files of the whole range, counted once
+    (chunks read a file that spans their edge twice), and what was read."""
+    src = defs.sources[fs.source]
+    stats: dict[str, InputStats] = {}
+    with reading(stats), run.step(f"{fs.name}: count {fs.source} rows {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
+        events = with_event_time(read_source(engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats),
+                                 src.timestamp, fs.source)
+        return event_counts(events, src.timestamp, fs.key, _ts(lo), _ts(hi), run.clock), stats
 
 
 def _chunk_label(fs: FeatureSet, chunk: Chunk, n: int) -> str:
@@ -320,14 +354,6 @@ def _committed_chunks(wh: Warehouse, table: str, fs_name: str, plan: dict[str, A
                 continue
             found[ch["index"]] = {**ch, "run_id": ch.get("kept_from") or m["run_id"]}
     return found
-
-
-def _add_stats(into: dict[str, InputStats], more: dict[str, InputStats]) -> None:
-    for name, st in more.items():
-        have = into.setdefault(name, InputStats(name, files_total=0, files_read=0, bytes_read=0, root=st.root))
-        have.files_total = max(have.files_total or 0, st.files_total or 0)
-        have.files_read = (have.files_read or 0) + (st.files_read or 0)
-        have.bytes_read = (have.bytes_read or 0) + (st.bytes_read or 0)
 
 
 def _iso(epoch: int) -> str:

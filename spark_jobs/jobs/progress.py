@@ -57,10 +57,13 @@ class Progress:
         self._show(f"chunk {chunk.index + 1}/{len(self.chunks)} kept ({why})")
 
     def computed(self, chunk: Chunk, events: int, seconds: float) -> None:
+        """Count a committed chunk; `show_computed` prints it (after the manifest records it)."""
         self.events += events
         self.busy_s += seconds
         self.days_done += chunk.days
         self._advance(chunk)
+
+    def show_computed(self, chunk: Chunk, events: int, seconds: float) -> None:
         self._show(f"chunk {chunk.index + 1}/{len(self.chunks)} committed: {events:,} events in {seconds:.1f}s")
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -71,10 +72,11 @@ def _warehouse(engine, root, name: str) -> Warehouse:  # type: ignore[no-untyped
 def test_chunks_equal_one_run_block_for_block(engine, data) -> None:  # type: ignore[no-untyped-def]
     defs = load(write_defs(data, DEFS), data / "data")
     one, chunked = _warehouse(engine, data, "one"), _warehouse(engine, data, "chunked")
-    for wh in (one, chunked):  # a day already there: the range's first daily block mixes stored hours
-        run_job(engine, wh, defs, "backfill", backfill.run, start=date(2026, 3, 2), end=date(2026, 3, 3), names=["acts"])
-    full = run_job(engine, one, defs, "backfill", backfill.run, start=date(2026, 3, 3), end=date(2026, 3, 8), names=["acts"])
-    parts = run_job(engine, chunked, defs, "backfill", backfill.run, start=date(2026, 3, 3), end=date(2026, 3, 8),
+    # A day already there: the range's first daily block mixes stored hours with new ones.
+    run_job(engine, one, defs, "backfill", backfill.run, start=date(2026, 3, 2), end=date(2026, 3, 3), names=["acts"])
+    shutil.copytree(one.root / "blocks", chunked.root / "blocks")
+    full = run_job(engine, one, defs, "backfill", backfill.run, start=date(2026, 3, 3), end=date(2026, 3, 5), names=["acts"])
+    parts = run_job(engine, chunked, defs, "backfill", backfill.run, start=date(2026, 3, 3), end=date(2026, 3, 5),
                     names=["acts"], step_days=1)
     assert_df_equality(_blocks(one), _blocks(chunked), ignore_nullable=True)
 
@@ -82,15 +84,19 @@ def test_chunks_equal_one_run_block_for_block(engine, data) -> None:  # type: ig
     # 2h of lateness before 03-03, then one chunk per day, each its own commit.
     assert [c["range"] for c in chunks][:2] == [
         ["2026-03-02T22:00:00Z", "2026-03-03T00:00:00Z"], ["2026-03-03T00:00:00Z", "2026-03-04T00:00:00Z"]]
-    assert len(chunks) == 6 and {c["status"] for c in chunks} == {"done"}
-    assert [c["version"] for c in chunks] == list(range(1, 7))
+    assert len(chunks) == 3 and {c["status"] for c in chunks} == {"done"}
+    assert [c["version"] for c in chunks] == list(range(1, 4))
     assert len(full.counts["acts"]["chunks"]) == 1
     assert parts.counts["acts"]["events_aggregated"] == full.counts["acts"]["events_aggregated"]
     assert parts.dropped == full.dropped and parts.dropped["acts: duplicate (event_id)"] > 0
-    assert parts.counts["acts"]["progress"]["chunks_finished"] == 6
+    assert parts.counts["acts"]["progress"]["chunks_finished"] == 3
 
 
-def test_a_rerun_after_a_failure_keeps_committed_chunks(engine, data, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_rerun_after_a_failure_keeps_committed_chunks(sail_engine, data, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On Sail only: what is kept depends on manifests and files, not on the engine (the chunks'
+    equality on classic Spark is the test above)."""
+    engine = sail_engine
+    engine.activate()
     defs = load(write_defs(data, DEFS), data / "data")
     wh, clean = _warehouse(engine, data, "resumed"), _warehouse(engine, data, "clean")
     args = {"start": date(2026, 3, 3), "end": date(2026, 3, 7), "names": ["acts"], "step_days": 1}
