@@ -137,7 +137,7 @@ BENCH = (
     Option(("--tiny",), argparse.SUPPRESS, {"action": "store_true"}),  # seconds of work, for the test suite
     Option(("--out",), "folder for results.json, results.md, results.png (default bench/). e.g. --out /tmp/b",
            {"default": "bench", "metavar": "DIR"}),
-    Option(("--sections",), "comma list of nightly,pit,engines,bucketed,scale (default all). "
+    Option(("--sections",), "comma list of nightly,pit,engines,bucketed,scale,backfill (default all). "
            "e.g. --sections nightly,pit", {"default": None}),
     Option(("--scale-events",), "events per nightly run for the scale section. e.g. --scale-events 1M,10M",
            {"default": None}),
