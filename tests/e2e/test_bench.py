@@ -120,5 +120,7 @@ def test_bench_tiny_backfill_section(tmp_path: Path) -> None:
     resume = r["sections"]["backfill"]["resume"]
     positive(resume, "full_s", "resumed_s", "resumed_over_full")
     assert resume["full_s"] == point["seconds"], "the 10-day point is the full run"
-    assert resume["chunks"] == 6 and 0 < resume["kept"] < 6  # killed once 60% of the days were committed
+    # Killed once 60% of the days were committed (unless the run finished between two polls).
+    assert resume["chunks"] == 6 and 0 < resume["kept"] <= 6
+    assert (resume["kept"] < 6) == (resume["killed_at_share"] < 1)
     assert {g["key"]: g for g in r["goals"]}["resumed_over_full"]["measured"] == resume["resumed_over_full"]
