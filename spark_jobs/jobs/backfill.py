@@ -1,13 +1,17 @@
 """`tilewise backfill`: block aggregates for event dates [start - lateness, end).
 
-Per feature set, holding the table's lock for the whole run:
-1. read only the source files that can hold events of the range (footer statistics);
-2. drop and count events with a null key or timestamp, and duplicates by `dedupe_key`;
+Per feature set, holding the table's lock for the whole run, the range runs as chunks
+(`plan.chunks`: edges on the coarsest block; one chunk for a nightly run), in time order. Per chunk:
+1. read only the source files that can hold events of the chunk (footer statistics);
+2. drop and count events with a null key or timestamp, and duplicates by `dedupe_key`, also of
+   events in the range's earlier chunks (their keys are read), as one run over the range would;
 3. build the finest blocks and stage them; roll each coarser level up from the staged finer
    level (never from raw events), extending a coarse level's range to its alignment with finer
-   blocks already in the table;
+   blocks already in the table (only at the range's own edges: inner chunk edges are aligned);
 4. validate the staged blocks, then replace exactly the processed range of every level in one
    commit, so a re-run of any range gives the same content and a crash publishes nothing.
+After each commit of a multi-chunk run the manifest records the chunk (range, version, a digest of
+its source files), so a re-run of the same plan keeps the chunks whose files did not change.
 """
 
 from __future__ import annotations
