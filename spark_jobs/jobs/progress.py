@@ -36,8 +36,9 @@ class Progress:
         if use_bar and not run.quiet and len(chunks) > 1:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=len(chunks), desc=f"{label}: chunks", unit="chunk", file=sys.stderr,
-                            dynamic_ncols=True, leave=True)
+            # tqdm's own rate and ETA would count kept chunks as work done: ours are in the postfix.
+            self.bar = tqdm(total=len(chunks), desc=f"{label}: chunk", file=sys.stderr, dynamic_ncols=True, leave=True,
+                            bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| elapsed {elapsed}{postfix}")
 
     def numbers(self) -> dict[str, Any]:
         """What the bar and the lines show, for the manifest too."""
