@@ -19,7 +19,7 @@ DAY = 86_400
 MEMORY_PER_SOURCE_BYTE = 48
 # The share of the engine's memory one chunk may plan for (the rest: the process's base, staging,
 # validation, and the estimate's error).
-MEMORY_SHARE = 0.25
+MEMORY_SHARE = 0.2
 
 
 @dataclass(frozen=True)

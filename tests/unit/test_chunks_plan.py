@@ -40,9 +40,9 @@ def test_one_chunk_when_the_step_covers_the_range_and_none_for_an_empty_range() 
 
 
 def test_auto_step_fits_the_memory_budget() -> None:
-    # 1 GiB of files over 100 days = ~10 MiB a day, ~490 MiB in memory; 8 GiB plans for 2 GiB per chunk.
+    # 1 GiB of files over 100 days = ~10 MiB a day, ~490 MiB in memory; 8 GiB plans for 1.6 GiB per chunk.
     days = auto_step_days(1 << 30, 100, 8 << 30)
-    assert days == 4
+    assert days == 3
     assert 4 * days <= auto_step_days(1 << 30, 100, 32 << 30) < 4 * (days + 1), "proportional to memory"
     assert auto_step_days(1 << 40, 1, 1 << 20) == 1, "at least one day"
     assert auto_step_days(0, 30, 1 << 30) == 30, "an empty source: one chunk"
