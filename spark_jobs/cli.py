@@ -96,6 +96,11 @@ FEATURE_SET = Option(("--feature-set",), "only this feature set (repeatable; def
                      "e.g. --feature-set user_activity", {"action": "append", "default": [], "metavar": "NAME"})
 REBUILD = Option(("--rebuild",), "after a definition change: the table becomes exactly this run's range, "
                  "built from the new definitions. e.g. --rebuild", {"action": "store_true"})
+STEP_DAYS = Option(("--step-days",), "run the range as chunks of N days (edges on the coarsest block), each "
+                  "committed on its own; default: the days whose source files fit the engine's memory. "
+                  "e.g. --step-days 30", {"type": _positive, "default": None, "metavar": "N"})
+NO_RESUME = Option(("--no-resume",), "recompute every chunk, also those an earlier run of the same range and "
+                   "definitions committed from unchanged source files. e.g. --no-resume", {"action": "store_true"})
 AS_OF = Option(("--as-of",), "the time the values hold at (UTC unless it has an offset); windows end at the "
                "block boundary at or before it. e.g. --as-of 2026-01-04T00:00", {"type": _timestamp,
                                                                                   "required": True, "metavar": "TIMESTAMP"})
@@ -136,7 +141,7 @@ BENCH = (
     Option(("--tiny",), argparse.SUPPRESS, {"action": "store_true"}),  # seconds of work, for the test suite
     Option(("--out",), "folder for results.json, results.md, results.png (default bench/). e.g. --out /tmp/b",
            {"default": "bench", "metavar": "DIR"}),
-    Option(("--sections",), "comma list of nightly,pit,engines,bucketed,scale (default all). "
+    Option(("--sections",), "comma list of nightly,pit,engines,bucketed,scale,backfill (default all). "
            "e.g. --sections nightly,pit", {"default": None}),
     Option(("--scale-events",), "events per nightly run for the scale section. e.g. --scale-events 1M,10M",
            {"default": None}),
@@ -162,8 +167,9 @@ COMMANDS = (
             ("tilewise check", "tilewise --defs ../ranking/feature_defs check")),
     Command("backfill", "block aggregates for event dates [start, end), plus each feature set's lateness before start",
             ("tilewise backfill --start 2026-01-01 --end 2026-01-04",
-             "tilewise backfill --start 2026-01-03 --end 2026-01-04 --feature-set user_activity   # a nightly run"),
-            (START, END, FEATURE_SET, REBUILD)),
+             "tilewise backfill --start 2026-01-03 --end 2026-01-04 --feature-set user_activity   # a nightly run",
+             "tilewise backfill --start 2025-01-01 --end 2026-01-01 --step-days 30   # a year, resumable"),
+            (START, END, FEATURE_SET, REBUILD, STEP_DAYS, NO_RESUME)),
     Command("snapshot", "every key's feature values as of a time (the online store's view)",
             ("tilewise snapshot --as-of 2026-01-04T00:00",),
             (AS_OF, FEATURE_SET)),
@@ -386,7 +392,9 @@ def _job(args: argparse.Namespace, defs) -> tuple[Body, dict, list[str]]:  # typ
 
         _check_range(args)
         names = _feature_sets(defs, args.feature_set)
-        return (backfill.run, {"start": args.start, "end": args.end, "names": names, "rebuild": args.rebuild},
+        job_args = {"start": args.start, "end": args.end, "names": names, "rebuild": args.rebuild,
+                    "step_days": args.step_days, "resume": not args.no_resume}
+        return (backfill.run, job_args,
                 [backfill.table_name(n) for n in names])
     if args.command == "snapshot":
         from spark_jobs.jobs import snapshot

@@ -1,33 +1,44 @@
 """`tilewise backfill`: block aggregates for event dates [start - lateness, end).
 
-Per feature set, holding the table's lock for the whole run:
-1. read only the source files that can hold events of the range (footer statistics);
-2. drop and count events with a null key or timestamp, and duplicates by `dedupe_key`;
+Per feature set, holding the table's lock for the whole run, the range runs as chunks
+(`plan.chunks`: edges on the coarsest block; one chunk for a nightly run), in time order. Per chunk:
+1. read only the source files that can hold events of the chunk (footer statistics);
+2. drop and count events with a null key or timestamp, and duplicates by `dedupe_key`, also of
+   events in the range's earlier chunks (their keys are read), as one run over the range would;
 3. build the finest blocks and stage them; roll each coarser level up from the staged finer
    level (never from raw events), extending a coarse level's range to its alignment with finer
-   blocks already in the table;
+   blocks already in the table (only at the range's own edges: inner chunk edges are aligned);
 4. validate the staged blocks, then replace exactly the processed range of every level in one
    commit, so a re-run of any range gives the same content and a crash publishes nothing.
+After each commit of a multi-chunk run the manifest records the chunk (range, version, a digest of
+its source files), so a re-run of the same plan keeps the chunks whose files did not change.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from typing import Any
 
 from pyspark.sql import DataFrame
 
-from spark_jobs.defs.lineage import block_lineage
+from spark_jobs.defs.lineage import block_lineage, fingerprint
 from spark_jobs.defs.models import Definitions, FeatureSet
+from spark_jobs.engine.profile import Profile, parse_bytes
 from spark_jobs.engine.session import Engine
+from spark_jobs.jobs.progress import Progress
+from spark_jobs.plan.chunks import DAY, Chunk, auto_step_days, plan_chunks
 from spark_jobs.errors import InputDataError
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import block_suite
-from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.sources import InputStats, TimeRange, read_source, reading, truncation_notes
-from spark_jobs.storage.tables import Warehouse, stage
+from spark_jobs.storage.manifest import Run, read_manifests
+from spark_jobs.storage.sources import InputStats, TimeRange, read_source, reading, source_files, truncation_notes
+from spark_jobs.storage.tables import Warehouse, WriteResult, stage
 from spark_jobs.transforms.blocks import EVENT_COUNT, build_blocks, roll_up
-from spark_jobs.transforms.events import clean_events, event_counts, with_event_time
+from spark_jobs.transforms.events import clean_events, dedupe_keys, event_counts, not_seen_before, with_event_time
 
 PARTITION_BY = ["block_size", "block_date"]
 
@@ -73,36 +84,166 @@ def _epoch(d: date) -> int:
 
 def run(
     engine: Engine, wh: Warehouse, defs: Definitions, run: Run, start: date, end: date, names: list[str],
-    rebuild: bool = False,
+    rebuild: bool = False, step_days: int | None = None, resume: bool = True,
 ) -> None:
     for name in names:
-        backfill_feature_set(engine, wh, defs, run, defs.feature_sets[name], start, end, rebuild)
+        backfill_feature_set(engine, wh, defs, run, defs.feature_sets[name], start, end, rebuild, step_days, resume)
 
 
 def backfill_feature_set(
     engine: Engine, wh: Warehouse, defs: Definitions, run: Run, fs: FeatureSet, start: date, end: date,
-    rebuild: bool = False,
+    rebuild: bool = False, step_days: int | None = None, resume: bool = True,
 ) -> None:
-    """Blocks of `fs` for [start - lateness, end); `rebuild` replaces the whole table with them."""
+    """Blocks of `fs` for [start - lateness, end), chunk by chunk in time order; `rebuild` replaces
+    the whole table with them (the first chunk replaces the table, the others add to it)."""
     table = table_name(fs.name)
     lo = _epoch(start) - fs.lateness.seconds
     hi = _epoch(end)
-    levels = plan_levels(fs, lo, hi)
     src = defs.sources[fs.source]
-    stats: dict[str, InputStats] = {}
     lineage = block_lineage(defs, fs.name)
     if not rebuild:
         wh.check_lineage(table, lineage)  # before any work; checked again when writing
-    with wh.lock(table, on_wait=run.say), reading(stats):
-        with run.step(f"{fs.name}: read {fs.source} {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
+    coarsest = fs.block_sizes[-1].seconds
+    if rebuild and wh.exists(table) and (lo % coarsest or hi % coarsest):
+        raise InputDataError(
+            f"--rebuild of {table}: the range must start and end on {coarsest}s block edges "
+            f"(a {coarsest}s block would mix rebuilt and old blocks); widen --start/--end"
+        )
+    chunks, why = _chunks(engine, defs, fs, lo, hi, step_days)
+    plan = {
+        "range": [_iso(lo), _iso(hi)],
+        "edges": [_iso(c.lo) for c in chunks[1:]],
+        "lineage": fingerprint(lineage),
+        "source": src.path or src.sql,
+        "rebuild": rebuild,
+    }
+    totals: dict[str, Any] = {
+        "events_read": 0, "events_in_range": 0, "events_aggregated": 0, "blocks_written": {},
+        "range": plan["range"], "chunking": why, "plan": plan, "chunks": [],
+    }
+    run.counts[fs.name] = totals
+    kept_runs: set[str] = set()
+    rows_written = 0
+    result: WriteResult | None = None
+    all_stats: dict[str, InputStats] = {}
+    untimed: dict[str, int] | None = None
+    if len(chunks) > 1:
+        untimed, all_stats = _untimed_rows(engine, defs, run, fs, lo, hi)
+    with wh.lock(table, on_wait=run.say):
+        previous = _committed_chunks(wh, table, fs.name, plan) if resume and len(chunks) > 1 else {}
+        progress = Progress(run, fs.name, chunks)
+        try:
+            for chunk in chunks:
+                files = _files_digest(defs, fs, lo if src.dedupe_key else chunk.lo, chunk.hi)
+                record: dict[str, Any] = {
+                    "index": chunk.index, "range": [_iso(chunk.lo), _iso(chunk.hi)], "files": files,
+                    "clock": _iso(int(run.started)),
+                }
+                prior = previous.get(chunk.index)
+                if rebuild and chunk.index == 0 and prior is None:
+                    previous = {}  # this chunk replaces the whole table: nothing committed before stays
+                if prior is not None and files is not None and prior["files"] == files:
+                    kept_runs.add(prior["run_id"])
+                    totals["chunks"].append({**record, "status": "skipped", "version": prior["version"],
+                                             "kept_from": prior["run_id"], "events_aggregated": prior.get("events_aggregated"),
+                                             "reason": "committed by an earlier run; source files unchanged"})
+                    progress.kept(chunk, f"committed by {prior['run_id']}, source files unchanged")
+                    continue
+                t0 = time.time()
+                stats: dict[str, InputStats] = {}
+                done = _backfill_range(
+                    engine, wh, defs, run, fs, chunk.lo, chunk.hi, lo, stats, lineage,
+                    rebuild=rebuild and chunk.index == 0, label=_chunk_label(fs, chunk, len(chunks)),
+                )
+                took = time.time() - t0
+                result = done["result"]
+                rows_written += sum(done["blocks_written"].values())
+                if untimed is None:
+                    all_stats = stats
+                else:  # the files a chunk reads again were counted once, over the whole range
+                    for reason in UNTIMED:
+                        done["dropped"].pop(reason)
+                    done["events_read"] = 0
+                for k in ("events_read", "events_in_range", "events_aggregated"):
+                    totals[k] += done[k]
+                for size, n in done["blocks_written"].items():
+                    totals["blocks_written"][str(size)] = totals["blocks_written"].get(str(size), 0) + n
+                for reason, n in done["dropped"].items():
+                    run.drop(f"{fs.name}: {reason}", n)
+                progress.computed(chunk, done["events_aggregated"], took)
+                totals["chunks"].append({
+                    **record, "status": "done", "version": result.version, "seconds": round(took, 3),
+                    "events_read": done["events_read"], "events_aggregated": done["events_aggregated"],
+                    "blocks_written": sum(done["blocks_written"].values()),
+                    "events_per_s": round(done["events_aggregated"] / took, 1) if took > 0 else None,
+                })
+                totals["progress"] = progress.numbers()
+                if len(chunks) > 1:
+                    run.write_manifest()  # a run killed after this chunk can resume from here
+                progress.show_computed(chunk, done["events_aggregated"], took)
+        finally:
+            progress.close()
+        totals["progress"] = progress.numbers()
+    if untimed is not None:
+        totals["events_read"] = untimed["rows_read"]
+        for reason in UNTIMED:
+            run.drop(f"{fs.name}: {reason}", untimed[reason.replace(" ", "_")])
+
+    own = all_stats[fs.source].as_dict() if fs.source in all_stats else {}
+    run.inputs[fs.source] = {**own, "rows_read": totals["events_read"]}
+    run.inputs.setdefault("_sources", {}).update({k: v.as_dict() for k, v in all_stats.items()})
+    run.notes.extend(f"{fs.name}: {note}" for note in truncation_notes(all_stats))
+    version = result.version if result is not None else wh.version(table)
+    run.outputs[table] = {"version": version, "rows": rows_written}
+    skipped = [c for c in totals["chunks"] if c["status"] == "skipped"]
+    if len(chunks) > 1:
+        kept_note = (
+            f"; {len(skipped)} kept: committed by {', '.join(sorted(kept_runs))} and their source files unchanged"
+            if skipped else (" (none kept: --no-resume)" if not resume else "")
+        )
+        run.notes.append(f"{fs.name}: {len(chunks)} chunks ({why}), {len(chunks) - len(skipped)} computed{kept_note}")
+    aggregated = totals["events_aggregated"]
+    if not aggregated and not skipped:  # legitimate (a quiet night), and the re-run of a range that lost its events
+        run.notes.append(
+            f"{fs.name}: 0 events of source {fs.source} in [{_ts(lo):%Y-%m-%d %H:%M}, {_ts(hi):%Y-%m-%d %H:%M}) "
+            f"({totals['events_read']:,} rows read, {totals['events_in_range']:,} in range): the range now has no blocks"
+        )
+    files = all_stats.get(fs.source) or next(iter(all_stats.values()), None)
+    read_note = f", files read {files.files_read}/{files.files_total}" if files and files.files_total else ""
+    run.say(f"{fs.name}: {aggregated:,} events -> {rows_written:,} blocks, {table} v{version}{read_note}")
+
+
+def _backfill_range(
+    engine: Engine, wh: Warehouse, defs: Definitions, run: Run, fs: FeatureSet, lo: int, hi: int, first: int,
+    stats: dict[str, InputStats], lineage: dict[str, Any], *, rebuild: bool, label: str,
+) -> dict[str, Any]:
+    """Blocks of events [lo, hi) validated and committed as one range replacement; events of
+    [first, lo) only remove duplicates (the run's range starts at `first`). The caller holds the lock."""
+    table = table_name(fs.name)
+    levels = plan_levels(fs, lo, hi)
+    src = defs.sources[fs.source]
+    with reading(stats):
+        seen = None
+        if src.dedupe_key and first < lo:
+            # Staged before the chunk is read: a view's sources are temporary views by name, which
+            # the chunk's read re-registers for its own range.
+            with run.step(f"{label}: {'+'.join(src.dedupe_key)} of earlier events {_ts(first):%Y-%m-%d %H:%M} .. {_ts(lo):%Y-%m-%d %H:%M}"):
+                before = with_event_time(
+                    read_source(engine.spark, defs, fs.source, TimeRange(_ts(first), _ts(lo)), {}), src.timestamp, fs.source
+                )
+                earlier = clean_events(before, fs.key, (), _ts(first), _ts(lo), run.clock)
+                seen = stage(engine.spark, run.dir / "work" / table / "seen", dedupe_keys(earlier, src.dedupe_key))
+        with run.step(f"{label}: read {fs.source} {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
             raw = read_source(
                 engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats, block_s=fs.block_sizes[0].seconds
             )
             events = with_event_time(raw, src.timestamp, fs.source)
             counts = event_counts(events, src.timestamp, fs.key, _ts(lo), _ts(hi), run.clock)
             clean = clean_events(events, fs.key, src.dedupe_key, _ts(lo), _ts(hi), run.clock)
+            if seen is not None:
+                clean = not_seen_before(clean, seen, src.dedupe_key)
         staged: list[DataFrame] = []
-        with run.step(f"{fs.name}: blocks {' -> '.join(str(d) for d in fs.block_sizes)}"):
+        with run.step(f"{label}: blocks {' -> '.join(str(d) for d in fs.block_sizes)}"):
             finer = stage(engine.spark, run.dir / "staged" / table / str(levels[0].size), build_blocks(clean, fs))
             staged.append(finer)
             for prev, level in zip(levels, levels[1:]):
@@ -118,42 +259,114 @@ def backfill_feature_set(
         for df in staged[1:]:
             new_blocks = new_blocks.unionByName(df)
         predicate = " OR ".join(lv.predicate() for lv in levels)
+        before_validation = run.validation.get(table)
         report = gate.audit(
             run, table, new_blocks, block_suite(list(fs.key), [EVENT_COUNT]), engine=engine.name
         )
-        with run.step(f"{fs.name}: publish {table}"):
+        if before_validation is not None:  # one entry per table: the chunks' time adds up
+            run.validation[table]["seconds"] = round(run.validation[table]["seconds"] + before_validation["seconds"], 3)
+        with run.step(f"{label}: publish {table}"):
             result = gate.publish(run, report, lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY, rebuild=rebuild, lineage=lineage))
         gate.discard_staged(run)
-
     dups = counts["in_range"] - counts["timestamp_in_future"] - counts["null_key"] - aggregated
-    own = stats[fs.source].as_dict() if fs.source in stats else {}
-    run.inputs[fs.source] = {**own, "rows_read": counts["rows_read"]}
-    run.inputs.setdefault("_sources", {}).update({k: v.as_dict() for k, v in stats.items()})
-    run.drop(f"{fs.name}: null timestamp", counts["null_timestamp"])
-    run.drop(f"{fs.name}: unparseable timestamp", counts["unparseable_timestamp"])
-    run.drop(f"{fs.name}: timestamp in future", counts["timestamp_in_future"])
-    run.drop(f"{fs.name}: null key", counts["null_key"])
-    run.drop(f"{fs.name}: duplicate ({', '.join(src.dedupe_key)})", dups)
-    run.counts[fs.name] = {
+    return {
+        "result": result,
         "events_read": counts["rows_read"],
         "events_in_range": counts["in_range"],
         "events_aggregated": aggregated,
-        "blocks_written": {str(k): v for k, v in blocks_written.items()},
-        "range": [f"{_ts(lo):%Y-%m-%dT%H:%M:%SZ}", f"{_ts(hi):%Y-%m-%dT%H:%M:%SZ}"],
+        "blocks_written": blocks_written,
+        "dropped": {
+            "null timestamp": counts["null_timestamp"],
+            "unparseable timestamp": counts["unparseable_timestamp"],
+            "timestamp in future": counts["timestamp_in_future"],
+            "null key": counts["null_key"],
+            f"duplicate ({', '.join(src.dedupe_key)})": dups,
+        },
     }
-    run.outputs[table] = {"version": result.version, "rows": sum(blocks_written.values())}
-    if not aggregated:  # legitimate (a quiet night), and the re-run of a range that lost its events
-        run.notes.append(
-            f"{fs.name}: 0 events of source {fs.source} in [{_ts(lo):%Y-%m-%d %H:%M}, {_ts(hi):%Y-%m-%d %H:%M}) "
-            f"({counts['rows_read']:,} rows read, {counts['in_range']:,} in range): the range now has no blocks"
+
+
+UNTIMED = ("null timestamp", "unparseable timestamp")
+
+
+def _untimed_rows(
+    engine: Engine, defs: Definitions, run: Run, fs: FeatureSet, lo: int, hi: int
+) -> tuple[dict[str, int], dict[str, InputStats]]:
+    """Rows read and rows without a usable time over the files of the whole range, counted once
+    (chunks read a file that spans their edge twice), and what was read."""
+    src = defs.sources[fs.source]
+    stats: dict[str, InputStats] = {}
+    with reading(stats), run.step(f"{fs.name}: count {fs.source} rows {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
+        whole = read_source(
+            engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats, block_s=fs.block_sizes[0].seconds
         )
-    run.notes.extend(f"{fs.name}: {note}" for note in truncation_notes(stats))
-    files = stats.get(fs.source) or next(iter(stats.values()), None)
-    read_note = f", files read {files.files_read}/{files.files_total}" if files and files.files_total else ""
-    run.say(
-        f"{fs.name}: {aggregated:,} events -> {sum(blocks_written.values()):,} blocks, "
-        f"{table} v{result.version}{read_note}"
-    )
+        events = with_event_time(whole, src.timestamp, fs.source)
+        return event_counts(events, src.timestamp, fs.key, _ts(lo), _ts(hi), run.clock), stats
+
+
+def _chunk_label(fs: FeatureSet, chunk: Chunk, n: int) -> str:
+    return fs.name if n == 1 else f"{fs.name} chunk {chunk.index + 1}/{n}"
+
+
+def _chunks(
+    engine: Engine, defs: Definitions, fs: FeatureSet, lo: int, hi: int, step_days: int | None
+) -> tuple[list[Chunk], str]:
+    """The chunks of [lo, hi) and how their size was chosen."""
+    coarsest = fs.block_sizes[-1].seconds
+    if step_days is not None:
+        return plan_chunks(lo, hi, coarsest, step_days * DAY), f"--step-days {step_days}"
+    files = source_files(defs, fs.source, TimeRange(_ts(lo), _ts(hi)))
+    if files is None:
+        return plan_chunks(lo, hi, coarsest, hi - lo), "one chunk: the source's size is unknown"
+    size = sum(f[1] for f in files)
+    budget = memory_budget(engine.profile)
+    days = auto_step_days(size, (hi - lo) / DAY, budget)
+    chunks = plan_chunks(lo, hi, coarsest, days * DAY)
+    return chunks, f"{days} days per chunk from {size / 2**20:,.1f} MiB of source files and {budget / 2**30:.1f} GiB of engine memory"
+
+
+def memory_budget(profile: Profile) -> int:
+    """The engine memory a backfill plans its chunks for: Sail's pool, or classic Spark's driver."""
+    if profile.engine == "sail":
+        return profile.sail_memory_limit
+    return parse_bytes(profile.spark.get("spark.driver.memory", "1g"), "spark.driver.memory")
+
+
+def _files_digest(defs: Definitions, fs: FeatureSet, lo: int, hi: int) -> str | None:
+    """A digest of the source files (path, size, mtime) behind events [lo, hi), or None if unknown."""
+    files = source_files(defs, fs.source, TimeRange(_ts(lo), _ts(hi)))
+    if files is None:
+        return None
+    return f"{len(files)} files, sha256 " + hashlib.sha256(json.dumps(files).encode()).hexdigest()[:32]
+
+
+def _committed_chunks(wh: Warehouse, table: str, fs_name: str, plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Chunks of this plan that earlier runs committed (or kept), newest run first, while the
+    table still holds what they wrote: the table's lineage is the plan's (checked by the caller)
+    and its version has not gone back (a table deleted and built again)."""
+    current = wh.version(table)
+    found: dict[int, dict[str, Any]] = {}
+    if current is None:
+        return found
+    for m in read_manifests(wh.root):
+        if m.get("command") != "backfill":
+            continue
+        counts = (m.get("counts") or {}).get(fs_name)
+        if not isinstance(counts, dict) or counts.get("plan") != plan:
+            continue
+        for ch in counts.get("chunks") or []:
+            if ch.get("status") not in ("done", "skipped") or ch.get("index") in found:
+                continue
+            version = ch.get("version")
+            # Events after a run's clock were left out as "in the future": only a chunk that ended
+            # before it holds everything its files hold.
+            if version is None or version > current or ch["range"][1] > ch.get("clock", ""):
+                continue
+            found[ch["index"]] = {**ch, "run_id": ch.get("kept_from") or m["run_id"]}
+    return found
+
+
+def _iso(epoch: int) -> str:
+    return f"{_ts(epoch):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _finer_for(

@@ -1,6 +1,6 @@
 """`tilewise bench`: what the block design buys, measured on this machine (issue #6).
 
-Five sections, each a comparison made within one run (a shared, noisy machine makes absolute
+Six sections, each a comparison made within one run (a shared, noisy machine makes absolute
 seconds meaningless; ratios of timings taken side by side are what the results stand on):
 
 - nightly:  one new day on top of N days of backfilled history: the nightly backfill (the day plus
@@ -15,6 +15,9 @@ seconds meaningless; ratios of timings taken side by side are what the results s
             (`transforms.joins`) against plain shuffle joins: time and Exchanges in the plan.
 - scale:    events/s and peak memory (RSS of the process tree: the Sail server lives in the
             worker process, classic Spark's JVM is its child) of a nightly run, 1M..50M events.
+- backfill: a chunked backfill of 30, 90 and 365 days of history at the daily volume: events/s
+            and peak memory; and a run killed (-9) at 60% of its chunks then resumed, the resumed
+            run's time as a fraction of one full run.
 
 The parent process generates the data (numpy/pyarrow, no engine) and runs every engine in a fresh
 worker process (`python -m spark_jobs.jobs.bench --worker SPEC`), so memory is per run and the two
@@ -49,7 +52,7 @@ from typing import Any
 from spark_jobs.errors import InputDataError
 from spark_jobs.jobs.training import midnight
 
-SECTIONS = ("nightly", "pit", "engines", "bucketed", "scale")
+SECTIONS = ("nightly", "pit", "engines", "bucketed", "scale", "backfill")
 START = date(2026, 1, 1)
 ID = "impression_id"
 WATERMARK = "feature_watermark"
@@ -61,6 +64,7 @@ GOALS = (
     ("pit_over_floor", "point-in-time lookup vs equi-join floor", 3.0, False),
     ("classic_over_sail", "classic Spark vs Sail, demo pipeline", 5.0, True),
     ("scale_50m_peak_gb", "peak memory of a 50M-event nightly run (GB)", 24.0, False),
+    ("resumed_over_full", "backfill resumed after a kill at 60% vs a full run", 0.5, False),
 )
 
 
@@ -79,12 +83,16 @@ class Sizes:
     scale_sail: tuple[int, ...]
     scale_spark: tuple[int, ...]
     repeats: int
+    backfill_days: tuple[int, ...] = (30, 90, 365)
+    backfill_step_days: int = 30
+    resume_days: int = 90  # the killed-and-resumed backfill: its days and chunk size
+    resume_step_days: int = 10
 
 
 FULL = Sizes("full", 30, 200_000, 10_000, 2000, 500, 2_000, 3, 200_000, 20_000,
              (1_000_000, 10_000_000, 50_000_000), (1_000_000,), 2)
-QUICK = Sizes("quick", 30, 5_000, 1_000, 2000, 500, 5_000, 2, 10_000, 1_000, (1_000_000,), (), 1)
-TINY = Sizes("tiny", 30, 1_000, 100, 200, 50, 1_000, 2, 2_000, 300, (20_000,), (), 1)
+QUICK = Sizes("quick", 30, 5_000, 1_000, 2000, 500, 5_000, 2, 10_000, 1_000, (1_000_000,), (), 1, (30, 90))
+TINY = Sizes("tiny", 30, 1_000, 100, 200, 50, 1_000, 2, 2_000, 300, (20_000,), (), 1, (10,), 2, 10, 2)
 
 # The bench's own feature sets over the demo's `events` source: the same features, windows up to
 # 1d, 7d and 30d; `user_shares` is the third feature set of the bucketed-join training set.
@@ -106,6 +114,13 @@ def bench_defs_yaml() -> str:
         lines += [f"  user_{length}:", "    source: events", "    key: [user_id]", "    block_sizes: [5m, 1h, 1d]",
                   "    lateness: 1d", "    features:"]
         lines += [f % {"w": windows} for f in _FEATURES]
+    # The backfill section's feature set: the four aggregations of a typical long backfill.
+    lines += ["  user_history:", "    source: events", "    key: [user_id]", "    block_sizes: [5m, 1h, 1d]",
+              "    lateness: 1d", "    features:",
+              "      - {name: events, aggregation: count, windows: [1h, 1d]}",
+              "      - {name: dur_sum, aggregation: sum, column: duration_s, windows: [1d]}",
+              "      - {name: dur_max, aggregation: max, column: duration_s, windows: [1d]}",
+              "      - {name: items, aggregation: approx_count_distinct, column: item_id, windows: [1d]}"]
     lines += ["  user_shares:", "    source: events", "    key: [user_id]", "    block_sizes: [5m, 1h, 1d]",
               "    features:",
               "      - {name: shares, aggregation: count, filter: \"event_type = 'share'\", windows: [1h, 1d, 7d]}",
@@ -257,7 +272,52 @@ class Bench:
         if "scale" in sections:
             self.say("== scale")
             out["scale"] = self.scale()
+        if "backfill" in sections:
+            self.say("== backfill")
+            out["backfill"] = self.backfill()
         return out
+
+    def backfill(self) -> dict[str, Any]:
+        """Chunked backfills of growing history; then a full, a killed and a resumed run of one range."""
+        s = self.sizes
+        points = []
+        full: dict[str, Any] | None = None
+        for days in s.backfill_days:
+            root = self.work / f"backfill-{days}d"
+            summary = self.generate(root, days=days, events_per_day=s.events_per_day, impressions_per_day=10,
+                                    users=s.users, items=s.items)
+            res = self.worker(["backfill"], self.sail_conf, root, root / "warehouse",
+                              params={"backfill": {"days": days, "step_days": s.backfill_step_days}})["backfill"]
+            res.update({"days": days, "events_generated": summary["rows"]["events"],
+                        "peak_rss_gb": res["peak_rss_bytes"] / 2**30})
+            points.append(res)
+            if (days, s.backfill_step_days) == (s.resume_days, s.resume_step_days):
+                full = res  # the same run as the full one of the resume measurement
+            self.say(f"backfill {days}d ({res['events']:,} events, {res['chunks']} chunks): "
+                     f"{res['events_per_s']:,.0f} events/s, peak {res['peak_rss_gb']:.2f} GB")
+            if not self.args.keep_work and days != s.resume_days:
+                shutil.rmtree(root, ignore_errors=True)
+        root = self.work / f"backfill-{s.resume_days}d"
+        self.generate(root, days=s.resume_days, events_per_day=s.events_per_day, impressions_per_day=10,
+                      users=s.users, items=s.items)
+        params = {"backfill": {"days": s.resume_days, "step_days": s.resume_step_days}}
+        if full is None:
+            full = self.worker(["backfill"], self.sail_conf, root, root / "warehouse-full", params=params)["backfill"]
+        killed_wh = root / "warehouse-killed"
+        self.worker(["backfill"], self.sail_conf, root, killed_wh, params=params,
+                    kill_when=lambda: _chunk_share(killed_wh) >= 0.6)
+        done_share = _chunk_share(killed_wh)
+        resumed = self.worker(["backfill"], self.sail_conf, root, killed_wh, params=params)["backfill"]
+        resume = {
+            "days": s.resume_days, "step_days": s.resume_step_days, "killed_at_share": round(done_share, 3),
+            "full_s": full["seconds"], "resumed_s": resumed["seconds"], "chunks": resumed["chunks"],
+            "kept": resumed["kept"], "resumed_over_full": resumed["seconds"] / full["seconds"],
+        }
+        self.say(f"backfill {s.resume_days}d killed at {done_share:.0%} of its days, resumed: "
+                 f"{resume['resumed_s']:.1f}s vs {resume['full_s']:.1f}s full ({resume['resumed_over_full']:.2f}x)")
+        if not self.args.keep_work:
+            shutil.rmtree(root, ignore_errors=True)
+        return {"points": points, "resume": resume}
 
     def scale(self) -> dict[str, Any]:
         points = []
@@ -285,8 +345,13 @@ class Bench:
         return {"points": points}
 
     # -- workers -------------------------------------------------------------------------------
-    def worker(self, tasks: list[str], conf: str, data_root: Path, warehouse: Path) -> dict[str, Any]:
-        """Run `tasks` in order in a fresh process on `conf`'s engine; results per task."""
+    def worker(
+        self, tasks: list[str], conf: str, data_root: Path, warehouse: Path, *,
+        params: dict[str, dict[str, Any]] | None = None, kill_when: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Run `tasks` in order in a fresh process on `conf`'s engine; results per task. `params`:
+        keyword arguments per task; `kill_when`: polled, kills the process (-9) once true (then
+        the result is empty)."""
         result = self.work / f"result-{'-'.join(tasks)}-{time.time_ns()}.json"
         spec = {
             "tasks": tasks,
@@ -295,6 +360,7 @@ class Bench:
             "defs": str(self.defs),
             "sizes": asdict(self.sizes),
             "result": str(result),
+            "params": params or {},
         }
         spec_path = result.with_suffix(".spec.json")
         spec_path.write_text(json.dumps(spec))
@@ -306,6 +372,13 @@ class Bench:
         with open(log, "w") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
             with PeakRss(proc.pid) as peak:
+                while kill_when is not None and proc.poll() is None:
+                    if kill_when():
+                        proc.kill()
+                        proc.wait()
+                        self.say(f"{' + '.join(tasks)}: killed (-9) as planned")
+                        return {}
+                    time.sleep(0.2)
                 rc = proc.wait()
         wall = time.perf_counter() - t
         if rc != 0:
@@ -458,6 +531,8 @@ def goals(sections: dict[str, Any]) -> list[dict[str, Any]]:
         if p["engine"] == "sail" and p["events"] >= 50_000_000:
             at_50m = p["peak_rss_gb"]
     measured["scale_50m_peak_gb"] = at_50m
+    if "backfill" in sections:
+        measured["resumed_over_full"] = sections["backfill"]["resume"]["resumed_over_full"]
     out = []
     for key, text, target, higher in GOALS:
         value = measured[key]
@@ -607,6 +682,22 @@ def markdown(r: dict[str, Any]) -> str:
             out.append(f"| {p['engine']} | {p['events']:,} | {_fmt(p['nightly_s'])} | {_fmt(p['events_per_s'], 0)} | "
                        f"{_fmt(p['peak_rss_gb'])} | {_fmt(p['generate_events_per_s'], 0)} |")
         out.append("")
+    if "backfill" in s:
+        b = s["backfill"]
+        out += [
+            "## Backfill: chunked runs over growing history",
+            "",
+            "| days | events | chunks | seconds | events/s | peak RSS GB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in b["points"]:
+            out.append(f"| {p['days']} | {p['events']:,} | {p['chunks']} | {_fmt(p['seconds'])} | "
+                       f"{_fmt(p['events_per_s'], 0)} | {_fmt(p['peak_rss_gb'])} |")
+        r = b["resume"]
+        out += ["", f"Killed (-9) once {r['killed_at_share']:.0%} of {r['days']} days were committed "
+                f"({r['step_days']}-day chunks), then run again: {r['kept']} of {r['chunks']} chunks kept, "
+                f"{_fmt(r['resumed_s'])} s against {_fmt(r['full_s'])} s for a full run "
+                f"({_fmt(r['resumed_over_full'])} of it).", ""]
     return "\n".join(out)
 
 
@@ -718,7 +809,8 @@ def _worker(spec_path: str) -> int:
         importlib.import_module("great_expectations")
         engine.spark.range(10).count()
         warmup = time.perf_counter() - t
-        res: dict[str, Any] = {task: TASKS[task](engine, defs, sizes) for task in spec["tasks"]}
+        params = spec.get("params") or {}
+        res: dict[str, Any] = {task: TASKS[task](engine, defs, sizes, **params.get(task, {})) for task in spec["tasks"]}
     res.update({"engine": engine.name, "table_format": engine.table_format, "startup_s": startup, "warmup_s": warmup})
     Path(spec["result"]).write_text(json.dumps(res))
     return 0
@@ -1105,12 +1197,43 @@ def task_scale(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     return {"backfill_s": b, "snapshot_s": s, "nightly_s": b + s}
 
 
-TASKS: dict[str, Callable[[Any, Any, Sizes], dict[str, Any]]] = {
+def task_backfill(engine: Any, defs: Any, sizes: Sizes, days: int, step_days: int) -> dict[str, Any]:
+    """A chunked backfill of `days` days of user_history (resuming what a killed run committed)."""
+    from spark_jobs.jobs import backfill
+
+    t = time.perf_counter()
+    run = _job(engine, defs, "backfill", backfill.run, start=START, end=START + timedelta(days=days),
+               names=["user_history"], step_days=step_days)
+    seconds = time.perf_counter() - t
+    counts = run.counts["user_history"]
+    chunks = counts["chunks"]
+    return {
+        "seconds": seconds, "events": counts["events_aggregated"], "events_per_s": counts["events_aggregated"] / seconds,
+        "chunks": len(chunks), "kept": sum(c["status"] == "skipped" for c in chunks),
+    }
+
+
+def _chunk_share(warehouse: Path) -> float:
+    """The share of its days a (running) backfill in `warehouse` has committed, from its manifest."""
+    from spark_jobs.storage.manifest import read_manifests
+
+    for m in read_manifests(warehouse):
+        counts = (m.get("counts") or {}).get("user_history") or {}
+        lo, hi = (datetime.fromisoformat(x.rstrip("Z")) for x in counts.get("range") or ["2000-01-01", "2000-01-01"])
+        total = (hi - lo).total_seconds()
+        done = sum((datetime.fromisoformat(c["range"][1].rstrip("Z")) - datetime.fromisoformat(c["range"][0].rstrip("Z"))).total_seconds()
+                   for c in counts.get("chunks") or [])
+        return done / total if total else 0.0
+    return 0.0
+
+
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "nightly": task_nightly,
     "pit": task_pit,
     "engines": task_engines,
     "bucketed": task_bucketed,
     "scale": task_scale,
+    "backfill": task_backfill,
 }
 
 

@@ -182,6 +182,38 @@ def latest_time(spark: SparkSession, defs: Definitions, name: str, now: datetime
     return (latest.replace(tzinfo=None) if latest else None), int(row["future"] or 0)
 
 
+def source_files(defs: Definitions, name: str, rng: TimeRange) -> list[tuple[str, int, int]] | None:
+    """(path, size, mtime in ns) of every file behind source `name` that may hold events of `rng`
+    (through its views' dependencies): what a resumed backfill compares with a previous run.
+
+    Local Parquet is pruned by footer statistics as `read_source` prunes; other local formats list
+    every file under the source's path. None when a file system cannot be listed (a URL).
+    """
+    src = defs.sources[name]
+    if src.sql is not None:
+        found: list[tuple[str, int, int]] = []
+        for dep in src.depends_on:
+            dep_rng = rng if defs.sources[dep].timestamp == src.timestamp else TimeRange()
+            files = source_files(defs, dep, dep_rng)
+            if files is None:
+                return None
+            found.extend(files)
+        return sorted(set(found))
+    assert src.path is not None
+    if "://" in src.path or not Path(src.path).exists():
+        return None
+    if src.format == "parquet":
+        paths = select_files(defs, name, rng)[1]
+    else:
+        root = Path(src.path)
+        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    out = []
+    for f in paths:
+        st = f.stat()
+        out.append((str(f), st.st_size, st.st_mtime_ns))
+    return sorted(out)
+
+
 # -- engine failures while reading ------------------------------------------------------------
 
 # Engine messages of a failed file read: Sail ("Parquet argument error: External: snappy: corrupt

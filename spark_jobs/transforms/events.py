@@ -106,6 +106,23 @@ def clean_events(
     return dedupe(df, dedupe_key) if dedupe_key else df
 
 
+def dedupe_keys(df: DataFrame, by: tuple[str, ...]) -> DataFrame:
+    """The distinct `by` values of `df` (the keys `not_seen_before` compares with)."""
+    return df.select(*[F.col(f"`{c}`") for c in by]).distinct()
+
+
+def not_seen_before(df: DataFrame, seen: DataFrame, by: tuple[str, ...]) -> DataFrame:
+    """Rows of `df` whose `by` values (nulls equal, as `dedupe` groups them) are not among the rows
+    of `seen` (`dedupe_keys` of earlier events): a chunk's duplicates of events of the chunks
+    before it, which one run over the whole range would have dropped (the earliest event wins)."""
+    renamed = seen.select(*[F.col(f"`{c}`").alias(f"_tw_seen{i}") for i, c in enumerate(by)])
+    conds = [F.col(f"`{c}`").eqNullSafe(F.col(f"_tw_seen{i}")) for i, c in enumerate(by)]
+    cond = conds[0]
+    for more in conds[1:]:
+        cond = cond & more
+    return df.join(renamed, on=cond, how="left_anti")
+
+
 def dedupe(df: DataFrame, by: tuple[str, ...]) -> DataFrame:
     """One row per `by`; the earliest (then smallest by every plain column) wins, on any engine."""
     from pyspark.sql import Window

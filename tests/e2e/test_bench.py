@@ -92,15 +92,35 @@ def test_report_renders_every_section(tmp_path: Path) -> None:
                      "bucketed_join_only_s": 1.0, "shuffle_exchanges": 4, "bucketed_exchanges": 0},
         "scale": {"points": [{"engine": "sail", "events": 50_000_000, "nightly_s": 100.0, "events_per_s": 5e5,
                               "peak_rss_gb": 6.0, "generate_events_per_s": 3e5}]},
+        "backfill": {"points": [{"days": 30, "events": 300, "chunks": 2, "seconds": 3.0, "events_per_s": 100.0,
+                                 "peak_rss_gb": 1.5}],
+                     "resume": {"days": 90, "step_days": 10, "killed_at_share": 0.61, "full_s": 10.0, "resumed_s": 4.5,
+                                "chunks": 10, "kept": 6, "resumed_over_full": 0.45}},
     }
     results = {"mode": "tiny", "started": "now", "seconds": 1.0, "sections": sections,
                "machine": {"cores": 2, "memory_gb": 24, "loadavg_start": [1.0], "loadavg_end": [1.0]},
                "versions": {"python": "3.11", "pyspark": "4.2.0", "pysail": "0.7.2", "java": None}}
     results["goals"] = goals(sections)
-    assert [g["met"] for g in results["goals"]] == [True, False, True, True, True]
+    assert [g["met"] for g in results["goals"]] == [True, False, True, True, True, True]
     md = markdown(results)
-    for title in ("Nightly cost", "Point-in-time", "Engines", "Bucketed", "Scale"):
+    for title in ("Nightly cost", "Point-in-time", "Engines", "Bucketed", "Scale", "Backfill"):
         assert f"## {title}" in md
+    assert "6 of 10 chunks kept, 4.50 s against 10.00 s for a full run (0.45 of it)" in md
     assert "naive 190 (every window's range), nightly 10 (the new day plus lateness): 19.00x" in md
     assert write_chart(results, tmp_path / "c.png") is not None
     assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_bench_tiny_backfill_section(tmp_path: Path) -> None:
+    r = bench(tmp_path, "backfill")
+    (point,) = r["sections"]["backfill"]["points"]
+    positive(point, "events", "events_per_s", "peak_rss_bytes", "seconds")
+    assert point["chunks"] == 6 and point["kept"] == 0  # 1d of lateness + 10 days in 2-day chunks
+    resume = r["sections"]["backfill"]["resume"]
+    positive(resume, "full_s", "resumed_s", "resumed_over_full")
+    assert resume["full_s"] == point["seconds"], "the 10-day point is the full run"
+    # Killed once 60% of the days were committed (unless the run finished between two polls).
+    assert resume["chunks"] == 6 and 0 < resume["kept"] <= 6
+    assert (resume["kept"] < 6) == (resume["killed_at_share"] < 1)
+    assert {g["key"]: g for g in r["goals"]}["resumed_over_full"]["measured"] == resume["resumed_over_full"]
