@@ -203,8 +203,9 @@ def test_backfill_and_training_set_survive_a_worker_killed_mid_job_and_match_sai
     defs = tmp_path / "feature_defs"
     defs.mkdir()
     text = (REPO / "feature_defs" / "demo.yaml").read_text()
-    assert "      - item_popularity.*\n" in text
-    text = text.replace("      - item_popularity.*\n", "").replace("min_rows: 1000", "min_rows: 10")
+    item_logged = "        item_views_1d: item_views_1d\n"  # a logged value of the dropped feature set
+    assert "      - item_popularity.*\n" in text and item_logged in text
+    text = text.replace("      - item_popularity.*\n", "").replace(item_logged, "").replace("min_rows: 1000", "min_rows: 10")
     (defs / "demo.yaml").write_text(text.replace("dur_avg_1d: 0.2", "dur_avg_1d: 0.9"))
     shutil.copytree(REPO / "sql", tmp_path / "sql")
     wh, sail_wh = tmp_path / "cluster-wh", tmp_path / "sail-wh"

@@ -66,7 +66,7 @@ def _blocks(wh: Warehouse):  # type: ignore[no-untyped-def]
 
 
 def _warehouse(engine, root, name: str) -> Warehouse:  # type: ignore[no-untyped-def]
-    return Warehouse(engine.spark, root / name, engine.table_format, lock_timeout_s=30)
+    return Warehouse(engine.spark, root / name, engine.writer, lock_timeout_s=30)
 
 
 def test_chunks_equal_one_run_block_for_block(engine, data) -> None:  # type: ignore[no-untyped-def]
