@@ -272,7 +272,13 @@ class _Loader:
 
     def _definitions(self) -> Definitions | None:
         try:
-            return Definitions.model_validate({**self.built, "files": self.files})
+            # The pieces are validated again as parts of the whole; what was found broken above
+            # stays known, so its consequences are not reported a second time.
+            context = {
+                "invalid_feature_sets": self.invalid["feature_sets"],
+                "feature_sets_unreadable": "feature_sets" in self.unreadable,
+            }
+            return Definitions.model_validate({**self.built, "files": self.files}, context=context)
         except ValidationError as exc:
             for loc, message in _problems(exc):
                 # Every cross-reference problem is located at (kind, name, ...) of one entry.

@@ -531,7 +531,11 @@ class TrainingSet(_Model):
         return self
 
     @model_validator(mode="after")
-    def _label_names(self) -> TrainingSet:
+    def _label_names(self, info: ValidationInfo) -> TrainingSet:
+        context = info.context or {}
+        # With a broken feature set in the definitions, a logged column may be one of its features:
+        # that error is reported there, not again here.
+        columns_known = not (context.get("invalid_feature_sets") or context.get("feature_sets_unreadable"))
         taken = {ref.column: f"the column of feature {ref}" for ref in self.features}
         taken |= {f"{fs}_cutoff": f"the cutoff column of {fs}" for fs in self.feature_sets}
         taken["impression_id"] = "the impression id column"
@@ -545,7 +549,7 @@ class TrainingSet(_Model):
             loc: Loc = ("logged", "values", name)
             if self.logged_column(name) in taken:
                 problems.append(Problem(loc, f"{name}: its column {self.logged_column(name)} is already {taken[self.logged_column(name)]}"))
-            if column not in self.feature_columns:
+            if column not in self.feature_columns and columns_known:
                 problems.append(Problem(loc, f"{show(column)} is not a feature column of this training set (columns: {_one_of(self.feature_columns)})"))
         for name in self.validation.min_match_rate:
             if name not in logged:

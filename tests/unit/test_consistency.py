@@ -90,6 +90,18 @@ def test_logged_errors_point_at_file_and_line(tmp_path: Path, extra: str, expect
     assert any(expected in line for line in errors), errors
 
 
+def test_a_broken_feature_set_is_one_error_not_one_per_logged_value(tmp_path: Path) -> None:
+    (tmp_path / "defs").mkdir()
+    more = "  more:\n    source: events\n    key: user_id\n    block_sizes: [5m, 1h]\n    features:\n      - {name: m, aggregation: count, windows: [1h]}\n"
+    broken = DEFS.replace("aggregation: count", "aggregation: cnt").replace("training_sets:\n", more + "training_sets:\n")
+    broken = broken.replace("features: [acts.*]", "features: [acts.*, more.*]")
+    (tmp_path / "defs" / "d.yaml").write_text(broken + LOGGED)
+    with pytest.raises(DefinitionError) as exc:
+        load_definitions(tmp_path / "defs", data_root=str(tmp_path / "data"))
+    errors = str(exc.value).splitlines()
+    assert len(errors) == 1 and "feature_sets.acts.features[0] (n).aggregation" in errors[0], errors
+
+
 def test_logged_values_missing_from_the_impression_files(tmp_path: Path) -> None:
     defs = _load(tmp_path, LOGGED)
     ts = defs.training_sets["ts"]  # type: ignore[attr-defined]
