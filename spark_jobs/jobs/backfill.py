@@ -250,7 +250,7 @@ def _backfill_range(
                 finer = stage(
                     engine.spark,
                     run.dir / "staged" / table / str(level.size),
-                    roll_up(_finer_for(wh, table, finer, prev, level, rebuild), fs, level.size),
+                    roll_up(_finer_for(wh, table, finer, prev, level), fs, level.size),
                 )
                 staged.append(finer)
         aggregated = int(staged[0].agg({EVENT_COUNT: "sum"}).collect()[0][0] or 0)
@@ -369,17 +369,14 @@ def _iso(epoch: int) -> str:
     return f"{_ts(epoch):%Y-%m-%dT%H:%M:%SZ}"
 
 
-def _finer_for(
-    wh: Warehouse, table: str, fresh: DataFrame, prev: LevelRange, level: LevelRange, rebuild: bool = False
-) -> DataFrame:
-    """Finer blocks covering `level`'s range: the fresh ones, plus stored ones at its widened edges."""
+def _finer_for(wh: Warehouse, table: str, fresh: DataFrame, prev: LevelRange, level: LevelRange) -> DataFrame:
+    """Finer blocks covering `level`'s range: the fresh ones, plus stored ones at its widened edges.
+
+    A --rebuild never gets here with widened edges: its range is checked to lie on the coarsest
+    block's edges before any work (stored blocks of the old definition cannot fill them).
+    """
     if (level.lo, level.hi) == (prev.lo, prev.hi) or not wh.exists(table):
         return fresh
-    if rebuild:  # the stored blocks come from the old definition: they cannot fill the edges
-        raise InputDataError(
-            f"--rebuild of {table}: the range must start and end on {level.size}s block edges "
-            f"(a {level.size}s block would mix rebuilt and old blocks); widen --start/--end"
-        )
     wh.check_schema(table, fresh)
     edges = (
         f"block_size = {prev.size} AND block_start >= TIMESTAMP'{_ts(level.lo):%Y-%m-%d %H:%M:%S}' "
