@@ -253,7 +253,12 @@ def stale_split(collected: Sequence[Any]) -> dict[tuple[Any, str], tuple[int, in
     by: dict[tuple[Any, str], dict[int, int]] = {}
     for r in collected:
         by.setdefault((r[DATE], r["logged"]), {})[int(r["_tw_first"])] = int(r["n"])
-    return {k: (sum(v.values()), min(v, key=lambda lag: (-v[lag], lag))) for k, v in by.items()}
+    return {k: (sum(v.values()), most_common_lag(v)) for k, v in by.items()}
+
+
+def most_common_lag(rows_by_lag: Mapping[int, int]) -> int:
+    """The lag that explains the most rows; of equals, the smaller."""
+    return min(rows_by_lag, key=lambda lag: (-rows_by_lag[lag], lag))
 
 
 def totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -281,5 +286,5 @@ def totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         t["match_rate"] = t["matched"] / t["compared"] if t["compared"] else None
         t["differ"] = t["compared"] - t["matched"]
         # The lag that explains most rows over the dates (each date's own mode weighs its rows).
-        t["stale_lag_blocks"] = min(lags, key=lambda lag: (-lags[lag], lag)) if lags else None
+        t["stale_lag_blocks"] = most_common_lag(lags) if lags else None
     return out
