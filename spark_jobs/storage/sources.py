@@ -557,23 +557,13 @@ def _moved_by_truncation(footers: dict[Path, pq.FileMetaData], block_s: int) -> 
 
 def _raw_min(meta: pq.FileMetaData, column: str) -> int | None:
     """The smallest stored value of `column` (epoch nanoseconds) from the footer; None when unknown."""
-    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-    if column not in names:
+    stats = _row_group_stats(meta, column)
+    if stats is None:
         return None
-    idx = names.index(column)
-    lo: int | None = None
-    for rg in range(meta.num_row_groups):
-        if meta.row_group(rg).num_rows == 0:
-            continue
-        stats = meta.row_group(rg).column(idx).statistics
-        if stats is None or not stats.has_min_max:
-            return None
-        try:
-            value = _epoch_ns(stats.min)
-        except (ValueError, OverflowError):
-            return None
-        lo = value if lo is None else min(lo, value)
-    return lo if lo is not None else 0
+    try:
+        return min((_epoch_ns(mn) for mn, _ in stats), default=0)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _epoch_ns(value: object) -> int:
@@ -742,19 +732,13 @@ def _may_overlap(meta: pq.FileMetaData, column: str, rng: TimeRange) -> bool:
 
 def _time_bounds(meta: pq.FileMetaData, column: str) -> tuple[datetime | None, datetime | None] | None:
     """(min, max) of `column` from the footer; None when the footer cannot tell."""
-    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-    if column not in names:
+    stats = _row_group_stats(meta, column)
+    if stats is None:
         return None
-    idx = names.index(column)
     lo_seen = hi_seen = None
-    for rg in range(meta.num_row_groups):
-        stats = meta.row_group(rg).column(idx).statistics
-        if stats is None or not stats.has_min_max:
-            if meta.row_group(rg).num_rows == 0:
-                continue
-            return None
+    for raw_min, raw_max in stats:
         try:
-            mn, mx = _as_utc(stats.min), _as_utc(stats.max)
+            mn, mx = _as_utc(raw_min), _as_utc(raw_max)
         except (ValueError, OverflowError):  # beyond year 9999: Python cannot hold it
             return None
         if mn is None or mx is None:
@@ -762,6 +746,24 @@ def _time_bounds(meta: pq.FileMetaData, column: str) -> tuple[datetime | None, d
         lo_seen = mn if lo_seen is None else min(lo_seen, mn)
         hi_seen = mx if hi_seen is None else max(hi_seen, mx)
     return lo_seen, hi_seen
+
+
+def _row_group_stats(meta: pq.FileMetaData, column: str) -> list[tuple[object, object]] | None:
+    """The footer's (min, max) of `column` in each row group that has rows; None when the column
+    is absent or a row group with rows has no statistics for it."""
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    if column not in names:
+        return None
+    idx = names.index(column)
+    out = []
+    for rg in range(meta.num_row_groups):
+        stats = meta.row_group(rg).column(idx).statistics
+        if stats is None or not stats.has_min_max:
+            if meta.row_group(rg).num_rows == 0:
+                continue
+            return None
+        out.append((stats.min, stats.max))
+    return out
 
 
 def _as_utc(value: object) -> datetime | None:
