@@ -1,6 +1,6 @@
 """Backfill + training set against a brute-force reference computed from the raw events.
 
-The reference implements the point-in-time semantics (README) directly (no blocks, no covers): for each impression
+The reference implements the point-in-time semantics (docs/concepts.md) directly (no blocks, no covers): for each impression
 it filters the raw events to [start, end) and aggregates them. Data is random but seeded, with
 the edge cases placed on purpose: events on block and window edges, duplicates, null keys and
 timestamps, late events, keys with no events, duplicate impressions, watermarks null / unaligned
