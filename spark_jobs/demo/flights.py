@@ -11,7 +11,7 @@ Writes three tables under ``out_dir``:
 - ``flight_labels/labels.parquet``: one label event per flight that arrived more than 15 minutes
   late, at its arrival time.
 
-All timestamps are naive ``timestamp[us]`` values that represent UTC (the contract's clock).
+All timestamps are naive ``timestamp[us]`` values that represent UTC (tilewise's clock).
 
 Times. The package's local fields (``year``, ``month``, ``day``, ``hour``, ``minute``) are the
 scheduled departure in New York local time; they are localised to ``America/New_York`` (DST

@@ -4,12 +4,12 @@ Three tables, one file per day, under ``out_dir``: ``events/`` (views, likes and
 ``impressions/`` (items shown to users, with the online feature store's watermark at serving time
 and, in the struct ``features``, the feature values the online model saw: forward logging) and
 ``labels/`` (clicks and saves that arrive after the impression). The data is meant to exercise
-every rule of the contract, not only the happy path: skewed keys, a daily cycle, exact duplicate
+every point-in-time rule, not only the happy path: skewed keys, a daily cycle, exact duplicate
 events, late events, null keys and timestamps, timestamps exactly on 5-minute block boundaries,
 null and clock-skewed watermarks, and labels that fall outside their ``within`` window. Label
 rates depend on the user's and the item's activity so that the features carry signal.
 
-The logged features are what an online store computes with the contract's point-in-time rule,
+The logged features are what an online store computes with tilewise's point-in-time rule,
 plus two incidents (``INCIDENTS``): on 2026-01-02 from 14:00 to 18:00 UTC the stream feeding
 the store stalls 20 minutes (four blocks) behind while the watermark it reports keeps moving
 (stale values), and the online code of ``user_dur_sum_1h`` forgot the ``duration_s < 3600``
@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Naive, microsecond precision; every value is UTC (the contract's clock).
+# Naive, microsecond precision; every value is UTC (tilewise's clock).
 TIMESTAMP_TYPE = pa.timestamp("us")
 
 _US_PER_S = 1_000_000

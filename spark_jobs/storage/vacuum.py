@@ -11,7 +11,7 @@ this runs without an engine, on the files:
 - Run folders: the intermediates (`work/`) of runs untouched for longer than the retention, and
   the staged rows (`staged/`) of runs killed before they wrote a manifest. A run without a
   manifest may still be running, so it is cleaned only once untouched for a day as well. The
-  rejected rows of a run that failed validation stay (the contract keeps them under `_runs/`),
+  rejected rows of a run that failed validation stay (kept under `_runs/` for inspection),
   and so do manifests and HTML reports. Classic Spark's bucketed tables left by a killed
   training-set run (`_tmp/spark-tables/tw_*`) and the files of a killed classic-Spark write not
   yet moved into its table (`_tmp/delta-writes/*`) go on the same terms as a run without a manifest.

@@ -36,7 +36,7 @@ from tests.helpers import EVENTS, LABELS, load, manifests, run_job, write_defs, 
 TOL = 1e-6
 
 
-# -- the contract's rules, directly ------------------------------------------------------------
+# -- the rules of docs/consistency.md, directly --------------------------------------------------
 
 
 def _close(lv: float, bv: float, tol: float) -> bool:

@@ -1,4 +1,5 @@
-"""The sketches meet the contract's accuracy on the engines, through the real block SQL.
+"""The sketches meet their accuracy goals (docs/yaml-reference.md) on the engines, through the
+real block SQL.
 
 The documented accuracy: approx_count_distinct has relative error <= 2% at 10k distinct values, and
 approx_quantile rank error <= 1%. Events go through the same path as a backfill: 5-minute
@@ -70,7 +71,7 @@ def _events(engine, n: int, distinct: dict[str, int]) -> DataFrame:  # type: ign
     return out
 
 
-def test_distinct_counts_meet_the_contract(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_distinct_counts_meet_the_accuracy_goal(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ten_k = {f"ten_k_{i}": 10_000 for i in range(8)}  # at K = 4096, about 1 in 10 of these missed 2%
     cases = {**ten_k, "below_k": ACD_K - 1, "above_k": 3 * ACD_K}
     got = _day_values(tmp_path, _events(engine, 3 * ACD_K + 1, cases))

