@@ -24,9 +24,10 @@ from spark_jobs.aggregations.base import AggInput, Aggregation, PyEvent, decimal
 
 # Sized for the accuracy goals (docs/yaml-reference.md) with a wide margin, not for the typical
 # case: below K the answer is exact, so 10k distinct values are counted exactly (goal: <= 2%
-# error), and above it the KMV error is 1/sqrt(K) = 0.8%. A bottom-k sample of 32768 has a rank error of at most
-# sqrt(0.25 / K) = 0.28% (one standard deviation) at the median: the 1% goal is 3.6 of them.
-# A block's sketch holds at most K elements, so blocks with fewer values cost the same as before.
+# error), and above it the KMV error is 1/sqrt(K) = 0.8%. A bottom-k sample of 32768 has a rank
+# error of at most sqrt(0.25 / K) = 0.28% (one standard deviation) at the median: the 1% goal is
+# 3.6 of them. A block's sketch holds at most K elements, so blocks with fewer values cost the
+# same as before.
 ACD_K = 16384
 QUANTILE_K = 32768
 # xxhash64 is a signed 64-bit integer; (h + 2^63) / 2^64 maps it to [0, 1).
