@@ -26,7 +26,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from spark_jobs.demo.synthetic import generate
-from spark_jobs.jobs.bench import PeakRss
+from spark_jobs.bench import PeakRss
 
 START = date(2026, 1, 1)
 DAYS = 14

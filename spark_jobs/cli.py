@@ -328,7 +328,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return demo.main(args, profile)
     if args.command == "bench":
-        from spark_jobs.jobs import bench
+        from spark_jobs import bench
 
         return bench.main(args, profile)
     defs = load_definitions(project.defs, data_root=profile.data_root)

@@ -71,7 +71,7 @@ def test_bench_tiny_classic_sections(tmp_path: Path) -> None:
 
 
 def test_report_renders_every_section(tmp_path: Path) -> None:
-    from spark_jobs.jobs.bench import goals, markdown, write_chart
+    from spark_jobs.bench import goals, markdown, write_chart
 
     run = {"backfill_s": 2.0, "snapshot_s": 1.0, "nightly_s": 3.0, "nightly_without_gate_s": 2.0, "gate_s": 1.0,
            "naive_s": 6.0}
