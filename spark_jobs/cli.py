@@ -351,7 +351,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return history.history_main(args, profile, defs)
         return history.restore_main(args, profile, defs, _plain_args(args))
     if args.command == "validate":  # a wrong table name fails before an engine starts
-        from spark_jobs.jobs.validate import check_table_name
+        from spark_jobs.names import check_table_name
 
         check_table_name(defs, args.table)
     return run_engine_command(args, profile, defs)
@@ -387,6 +387,8 @@ def run_engine_command(args: argparse.Namespace, profile, defs) -> int:  # type:
 
 def _job(args: argparse.Namespace, defs) -> tuple[Body, dict, list[str]]:  # type: ignore[no-untyped-def]
     """The job of the command, its arguments, and the tables it sets out to write or validate."""
+    from spark_jobs.names import blocks_table, snapshot_table, training_table
+
     if args.command == "backfill":
         from spark_jobs.jobs import backfill
 
@@ -394,13 +396,12 @@ def _job(args: argparse.Namespace, defs) -> tuple[Body, dict, list[str]]:  # typ
         names = _feature_sets(defs, args.feature_set)
         job_args = {"start": args.start, "end": args.end, "names": names, "rebuild": args.rebuild,
                     "step_days": args.step_days, "resume": not args.no_resume}
-        return (backfill.run, job_args,
-                [backfill.table_name(n) for n in names])
+        return backfill.run, job_args, [blocks_table(n) for n in names]
     if args.command == "snapshot":
         from spark_jobs.jobs import snapshot
 
         names = _feature_sets(defs, args.feature_set)
-        return snapshot.run, {"as_of": args.as_of, "names": names}, [snapshot.table_name(n) for n in names]
+        return snapshot.run, {"as_of": args.as_of, "names": names}, [snapshot_table(n) for n in names]
     if args.command == "training-set":
         from spark_jobs.jobs import training
 
@@ -416,7 +417,7 @@ def _job(args: argparse.Namespace, defs) -> tuple[Body, dict, list[str]]:  # typ
             "explain": args.explain,
             "rebuild": args.rebuild,
         }
-        return training.run, job_args, [training.table_name(args.name)]
+        return training.run, job_args, [training_table(args.name)]
     if args.command == "validate":
         from spark_jobs.jobs import validate
 

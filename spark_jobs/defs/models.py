@@ -40,6 +40,7 @@ from pydantic import (
 from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.durations import Duration, parse_duration
 from spark_jobs.defs.sql_guard import SqlProblems, check_filter, check_view_sql
+from spark_jobs.names import IMPRESSION_ID, cutoff_column
 
 # Aggregation name -> the parameters it requires (and the only ones it accepts): the registry's.
 AGGREGATIONS: dict[str, tuple[str, ...]] = {name: agg.params for name, agg in REGISTRY.items()}
@@ -537,8 +538,8 @@ class TrainingSet(_Model):
         # that error is reported there, not again here.
         columns_known = not (context.get("invalid_feature_sets") or context.get("feature_sets_unreadable"))
         taken = {ref.column: f"the column of feature {ref}" for ref in self.features}
-        taken |= {f"{fs}_cutoff": f"the cutoff column of {fs}" for fs in self.feature_sets}
-        taken["impression_id"] = "the impression id column"
+        taken |= {cutoff_column(fs): f"the cutoff column of {fs}" for fs in self.feature_sets}
+        taken[IMPRESSION_ID] = "the impression id column"
         problems = []
         for i, label in enumerate(self.labels):
             if label.name in taken:

@@ -32,19 +32,16 @@ from spark_jobs.engine.session import Engine
 from spark_jobs.jobs.progress import Progress
 from spark_jobs.plan.chunks import DAY, Chunk, auto_step_days, plan_chunks
 from spark_jobs.errors import InputDataError
+from spark_jobs.names import BLOCK_PARTITIONS, EVENT_COUNT, blocks_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import block_suite
 from spark_jobs.storage.manifest import Run, read_manifests
 from spark_jobs.storage.sources import InputStats, TimeRange, read_source, reading, source_files, truncation_notes
 from spark_jobs.storage.tables import Warehouse, WriteResult, stage
-from spark_jobs.transforms.blocks import EVENT_COUNT, build_blocks, roll_up
+from spark_jobs.transforms.blocks import build_blocks, roll_up
 from spark_jobs.transforms.events import clean_events, dedupe_keys, event_counts, not_seen_before, with_event_time
 
-PARTITION_BY = ["block_size", "block_date"]
-
-
-def table_name(fs_name: str) -> str:
-    return f"blocks/{fs_name}"
+PARTITION_BY = list(BLOCK_PARTITIONS)
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ def backfill_feature_set(
 ) -> None:
     """Blocks of `fs` for [start - lateness, end), chunk by chunk in time order; `rebuild` replaces
     the whole table with them (the first chunk replaces the table, the others add to it)."""
-    table = table_name(fs.name)
+    table = blocks_table(fs.name)
     lo = _epoch(start) - fs.lateness.seconds
     hi = _epoch(end)
     src = defs.sources[fs.source]
@@ -219,7 +216,7 @@ def _backfill_range(
 ) -> dict[str, Any]:
     """Blocks of events [lo, hi) validated and committed as one range replacement; events of
     [first, lo) only remove duplicates (the run's range starts at `first`). The caller holds the lock."""
-    table = table_name(fs.name)
+    table = blocks_table(fs.name)
     levels = plan_levels(fs, lo, hi)
     src = defs.sources[fs.source]
     with reading(stats):

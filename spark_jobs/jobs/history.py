@@ -16,7 +16,7 @@ from typing import Any
 from spark_jobs.defs.models import Definitions
 from spark_jobs.engine.profile import Profile
 from spark_jobs.jobs.runner import recorded
-from spark_jobs.jobs.validate import check_table_name
+from spark_jobs.names import check_table_name
 from spark_jobs.storage.history import restore, table_history
 from spark_jobs.storage.manifest import Run
 

@@ -32,25 +32,19 @@ from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import DefinitionError, InputDataError
 from spark_jobs.jobs import consistency
-from spark_jobs.jobs.backfill import table_name as blocks_table
+from spark_jobs.names import IMPRESSION_DATE as DATE
+from spark_jobs.names import IMPRESSION_ID as ID
+from spark_jobs.names import BLOCK_DATE, WATERMARK, blocks_table, consistency_table, cutoff_column, training_table
 from spark_jobs.quality import consistency_report, gate
-from spark_jobs.jobs.validate import WATERMARK, training_expectations
+from spark_jobs.quality.suites import training_expectations
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source, reading, truncation_notes
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
 from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time, with_event_time
-from spark_jobs.transforms.pit import cutoff_column, fill_empty
+from spark_jobs.transforms.pit import fill_empty
 from spark_jobs.transforms.sweep import point_in_time, warm_up_in_background
-
-ID = "impression_id"
-DATE = "impression_date"
-
-
-def table_name(name: str) -> str:
-    return f"training/{name}"
-
 
 def midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day)
@@ -101,9 +95,9 @@ def _build(
         consistency_report.preload()
     logged_lineage = consistency.lineage(lineage, ts_def) if ts_def.logged else None
     if not rebuild:
-        wh.check_lineage(table_name(name), lineage)  # before any work; checked again when writing
+        wh.check_lineage(training_table(name), lineage)  # before any work; checked again when writing
         if logged_lineage is not None:
-            wh.check_lineage(consistency.table_name(name), logged_lineage)
+            wh.check_lineage(consistency_table(name), logged_lineage)
 
     with run.step(f"{name}: impressions {start} .. {end}"):
         # An impression's time is placed in the finest blocks of every feature set it looks up.
@@ -183,7 +177,7 @@ def _build(
             # reads small files instead of re-running it.
             frames[fs_name] = stage(spark, run.dir / "work" / "features" / fs_name, point_in_time(
                 engine, req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark,
-                block_bytes=lambda lo, hi, t=table, v=version: wh.partition_bytes(t, v, "block_date", lo, hi)))
+                block_bytes=lambda lo, hi, t=table, v=version: wh.partition_bytes(t, v, BLOCK_DATE, lo, hi)))
 
     try:
         with run.step(f"{name}: join {len(frames)} frames on {ID}"):
@@ -196,7 +190,7 @@ def _build(
             columns = _output_columns(ts_def, key_cols, src.timestamp, watermark, refs_by_fs)
             out = out.withColumnRenamed(TS, src.timestamp)
             out = out.select(*[quote(col) for col in columns])
-            table = table_name(name)
+            table = training_table(name)
             staged = stage(spark, run.dir / "staged" / table, out)
             rows = counts["rows_staged"] = staged.count()
 

@@ -13,18 +13,9 @@ from spark_jobs.defs.models import Definitions
 from spark_jobs.engine.profile import Profile
 from spark_jobs.errors import InputDataError
 from spark_jobs.jobs.runner import recorded
-from spark_jobs.jobs.validate import check_table_name
+from spark_jobs.names import check_table_name, output_tables
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.vacuum import Freed, vacuum_runs, vacuum_table
-
-
-def output_tables(defs: Definitions) -> list[str]:
-    """Every table these definitions can write."""
-    return [
-        *(f"{kind}/{fs}" for kind in ("blocks", "snapshots") for fs in sorted(defs.feature_sets)),
-        *(f"training/{ts}" for ts in sorted(defs.training_sets)),
-        *(f"consistency/{name}" for name, ts in sorted(defs.training_sets.items()) if ts.logged is not None),
-    ]
 
 
 def main(args: argparse.Namespace, profile: Profile, defs: Definitions, run_args: dict) -> int:

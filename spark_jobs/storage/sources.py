@@ -34,6 +34,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 
 from spark_jobs.defs.models import Definitions, Source
 from spark_jobs.errors import InputDataError, TilewiseError
+from spark_jobs.names import IMPRESSION_ID, WATERMARK
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -639,12 +640,12 @@ def columns_used(defs: Definitions, name: str) -> tuple[frozenset[str], frozense
             texts.extend(f.filter for f in fs.features if f.filter)
     for ts in defs.training_sets.values():
         if ts.impressions == name:
-            named.add("impression_id")
+            named.add(IMPRESSION_ID)
             named.update(ts.impression_column(k) for fs in ts.feature_sets for k in defs.feature_sets[fs].key)
-            texts.append("feature_watermark")
+            texts.append(WATERMARK)
         for label in ts.labels:
             if label.source == name:
-                named.add("impression_id")
+                named.add(IMPRESSION_ID)
                 texts.append(label.filter or "")
     words: set[str] = set()
     for view in defs.sources.values():
