@@ -441,10 +441,6 @@ class Logged(_Model):
     values: Annotated[dict[Name, Column], Field(min_length=1)]
     tolerance: Annotated[float, Field(ge=0.0)] = 1e-9
 
-    def source_column(self, name: str) -> str:
-        """Where logged value `name` sits in the impressions: `column.name` or `name`."""
-        return f"{self.column}.{name}" if self.column else name
-
 
 class TrainingSet(_Model):
     """Impressions joined with point-in-time features and delayed labels."""
@@ -634,19 +630,6 @@ class Definitions(_Model):
     feature_sets: dict[str, FeatureSet] = {}
     training_sets: dict[str, TrainingSet] = {}
     files: dict[str, str] = {}  # "<folder name>/<path in it>" -> sha256, of every YAML and SQL file read
-
-    def source_order(self, name: str) -> tuple[str, ...]:
-        """Source `name` and every source its SQL view reads, each after what it reads."""
-        order: dict[str, None] = {}
-
-        def visit(source: str) -> None:
-            if source not in order:
-                for dependency in self.sources[source].depends_on:
-                    visit(dependency)
-                order[source] = None
-
-        visit(name)
-        return tuple(order)
 
     @model_validator(mode="after")
     def _no_view_cycles(self) -> Definitions:

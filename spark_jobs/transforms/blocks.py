@@ -15,8 +15,6 @@ from spark_jobs.defs.models import Feature, FeatureSet
 from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, BLOCK_START, EVENT_COUNT
 from spark_jobs.transforms.events import TS
 
-BLOCK_COLUMNS = (BLOCK_SIZE, BLOCK_START, BLOCK_DATE)
-
 
 def quote(name: str) -> str:
     return f"`{name}`"
