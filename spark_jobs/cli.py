@@ -364,7 +364,7 @@ def _check_logged(defs, name: str) -> None:  # type: ignore[no-untyped-def]
     ts_def = defs.training_sets[name]
     if ts_def.logged is None:
         return
-    columns = footer_columns(defs, ts_def.impressions)
+    columns = footer_columns(defs.sources[ts_def.impressions])
     problems = [] if columns is None else ts_def.logged_problems(columns)
     if problems:
         raise DefinitionError.collected(problems)

@@ -40,7 +40,7 @@ from pydantic import (
 from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.durations import Duration, parse_duration
 from spark_jobs.defs.sql_guard import SqlProblems, check_filter, check_view_sql
-from spark_jobs.names import IMPRESSION_ID, cutoff_column
+from spark_jobs.names import IMPRESSION_ID, WATERMARK, cutoff_column
 
 # Aggregation name -> the parameters it requires (and the only ones it accepts): the registry's.
 AGGREGATIONS: dict[str, tuple[str, ...]] = {name: agg.params for name, agg in REGISTRY.items()}
@@ -623,6 +623,30 @@ def _ref(fs: FeatureSet, feature: Feature, window: Duration) -> FeatureRef:
 # -- all definitions ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ColumnsUsed:
+    """Columns of a source the definitions need: those they name (timestamp, dedupe key, keys,
+    aggregated, impression and label columns), and the words of the SQL text over it (filters and
+    views, which are not parsed: any word may be a column, in lower case)."""
+
+    named: frozenset[str]
+    words: frozenset[str]
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """What reading one source needs: its definition, the columns used of it, and, for a SQL
+    view, the same of every source it reads (registered as temporary views under their names)."""
+
+    source: Source
+    columns: ColumnsUsed
+    reads: tuple[SourceRead, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
 class Definitions(_Model):
     """Every definition, by name, and the hash of every file they came from."""
 
@@ -630,6 +654,43 @@ class Definitions(_Model):
     feature_sets: dict[str, FeatureSet] = {}
     training_sets: dict[str, TrainingSet] = {}
     files: dict[str, str] = {}  # "<folder name>/<path in it>" -> sha256, of every YAML and SQL file read
+
+    def columns_used(self, name: str) -> ColumnsUsed:
+        """Columns of source `name` these definitions need (see `ColumnsUsed`); a SQL view that
+        reads the source passes columns through (SELECT *), so what its readers need counts too."""
+        named: set[str] = set()
+        texts: list[str] = []
+        src = self.sources[name]
+        named.update([src.timestamp, *src.dedupe_key])
+        for fs in self.feature_sets.values():
+            if fs.source == name:
+                named.update(fs.key)
+                named.update(f.column for f in fs.features if f.column)
+                texts.extend(f.filter for f in fs.features if f.filter)
+        for ts in self.training_sets.values():
+            if ts.impressions == name:
+                named.add(IMPRESSION_ID)
+                named.update(ts.impression_column(k) for fs in ts.feature_sets for k in self.feature_sets[fs].key)
+                texts.append(WATERMARK)
+            for label in ts.labels:
+                if label.source == name:
+                    named.add(IMPRESSION_ID)
+                    texts.append(label.filter or "")
+        words: set[str] = set()
+        for view in self.sources.values():
+            if name in view.depends_on:
+                texts.append(view.sql or "")
+                view_used = self.columns_used(view.name)
+                words.update(c.lower() for c in view_used.named)
+                words.update(view_used.words)
+        for text in texts:
+            words.update(w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+        return ColumnsUsed(frozenset(named), frozenset(words))
+
+    def source_read(self, name: str) -> SourceRead:
+        """Source `name` as `storage.sources` reads it: with the columns used and its view's sources."""
+        src = self.sources[name]
+        return SourceRead(src, self.columns_used(name), tuple(self.source_read(dep) for dep in src.depends_on))
 
     @model_validator(mode="after")
     def _no_view_cycles(self) -> Definitions:

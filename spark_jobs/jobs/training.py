@@ -38,11 +38,12 @@ from spark_jobs.names import BLOCK_DATE, WATERMARK, blocks_table, consistency_ta
 from spark_jobs.quality import consistency_report, gate
 from spark_jobs.quality.suites import training_expectations
 from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source, reading, truncation_notes
+from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_events, reading, truncation_notes
+from spark_jobs.storage.bucketed import bucket_frames, drop_bucketed
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
-from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time, with_event_time
+from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time
 from spark_jobs.transforms.pit import fill_empty
 from spark_jobs.transforms.sweep import point_in_time, warm_up_in_background
 
@@ -102,8 +103,7 @@ def _build(
     with run.step(f"{name}: impressions {start} .. {end}"):
         # An impression's time is placed in the finest blocks of every feature set it looks up.
         block_s = math.gcd(*(defs.feature_sets[fs].block_sizes[0].seconds for fs in ts_def.feature_sets)) or 1
-        raw = read_source(spark, defs, ts_def.impressions, TimeRange(lo, hi), stats, block_s=block_s)
-        raw = with_event_time(raw, src.timestamp, src.name)
+        raw = read_events(spark, defs.source_read(ts_def.impressions), TimeRange(lo, hi), stats, block_s=block_s)
         if ID not in raw.columns:
             raise InputDataError(f"impressions source {src.name}: column {ID!r} not found")
         watermark = WATERMARK if WATERMARK in raw.columns else None
@@ -181,7 +181,7 @@ def _build(
 
     try:
         with run.step(f"{name}: join {len(frames)} frames on {ID}"):
-            out = joins.join_on_id(engine, run, base, frames, ID, explain=explain)
+            out = _final_joins(engine, run.run_id, base, frames, explain)
             for fs_name, refs in refs_by_fs.items():
                 out = fill_empty(out, defs.feature_sets[fs_name], refs)
             for label in ts_def.labels:
@@ -212,10 +212,23 @@ def _build(
                                            lineage=logged_lineage)
             run.outputs[checked.table] = {"version": written.version, "rows": len(checked.rows)}
     finally:
-        joins.drop_bucketed(engine, run)
+        drop_bucketed(engine, run.run_id)
     gate.discard_staged(run)
     counts["rows_written"] = rows
     run.outputs[table] = {"version": result.version, "rows": rows}
+
+
+def _final_joins(engine: Engine, run_id: str, base: DataFrame, frames: dict[str, DataFrame], explain: bool) -> DataFrame:
+    """The impressions left-joined with every frame on the impression id; within buckets where the
+    engine can bucket (the caller drops the bucketed tables)."""
+    use_buckets = engine.supports_bucketing
+    if use_buckets:
+        base, frames = bucket_frames(engine, run_id, base, frames, ID)
+    out = joins.join_on_id(base, frames, ID)
+    if explain:
+        print(f"== physical plan of the final joins ({'bucketed' if use_buckets else 'hash'}) ==")
+        out.explain(mode="formatted")
+    return out
 
 
 def _impression_key_columns(defs: Definitions, ts_def: TrainingSet) -> list[str]:
@@ -266,8 +279,9 @@ def _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats):  # typ
     cutoffs: dict[str, datetime] = {}
     seen: dict[str, datetime | None] = {}
     for source in sorted({lb.source for lb in ts_def.labels}):
-        src = defs.sources[source]
-        ev = with_event_time(read_source(spark, defs, source, rng, stats), src.timestamp, source)
+        read = defs.source_read(source)
+        src = read.source
+        ev = read_events(spark, read, rng, stats)
         if ID not in ev.columns:
             raise InputDataError(f"label source {source}: column {ID!r} not found")
         bad = ev.agg(
@@ -281,7 +295,7 @@ def _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats):  # typ
         ev = in_range(ev.filter(F.col(ID).isNotNull()), rng.lo, rng.hi)
         if label_cutoff is None:
             # Events after the run's clock are counted, and never make label windows look closed.
-            seen[source], future = latest_time(spark, defs, source, run.clock)
+            seen[source], future = latest_time(spark, read, run.clock)
             run.drop(f"labels {source}: timestamp in future", future)
         for lb in [x for x in ts_def.labels if x.source == source]:
             tagged = ev.filter(lb.filter) if lb.filter else ev
