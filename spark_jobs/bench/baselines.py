@@ -51,12 +51,12 @@ def _expr(sql: str) -> Any:
 
 def events_between(spark: Any, defs: Any, fs: Any, lo: datetime, hi: datetime) -> Any:
     """`fs`'s source events in [lo, hi), cleaned as the backfill cleans them (no blocks)."""
-    from spark_jobs.storage.sources import TimeRange, read_source
-    from spark_jobs.transforms.events import clean_events, with_event_time
+    from spark_jobs.storage.sources import TimeRange, read_events
+    from spark_jobs.transforms.events import clean_events
 
     src = defs.sources[fs.source]
-    raw = read_source(spark, defs, fs.source, TimeRange(lo, hi), {})
-    return clean_events(with_event_time(raw, src.timestamp, fs.source), fs.key, src.dedupe_key, lo, hi, _now())
+    events = read_events(spark, defs.source_read(fs.source), TimeRange(lo, hi), {})
+    return clean_events(events, fs.key, src.dedupe_key, lo, hi, _now())
 
 
 def naive_lookup(impressions: Any, events: Any, fs: Any, refs: Any) -> Any:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from spark_jobs.names import IMPRESSION_ID, WATERMARK
+
 
 SECTIONS = ("nightly", "pit", "engines", "bucketed", "scale", "backfill")
 START = date(2026, 1, 1)
-ID = "impression_id"
-WATERMARK = "feature_watermark"
+ID = IMPRESSION_ID
 LENGTHS = ("1d", "7d", "30d")
 
 

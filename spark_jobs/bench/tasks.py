@@ -163,12 +163,11 @@ def _impressions(engine: Any, defs: Any, lo: datetime, hi: datetime, keys: list[
     """Distinct impressions in [lo, hi) with their keys and watermark, materialised once."""
     from pyspark.sql import functions as F
 
-    from spark_jobs.storage.sources import TimeRange, read_source
+    from spark_jobs.storage.sources import TimeRange, read_events
     from spark_jobs.storage.tables import stage
-    from spark_jobs.transforms.events import TS, dedupe, in_range, with_event_time
+    from spark_jobs.transforms.events import TS, dedupe, in_range
 
-    src = defs.sources["impressions"]
-    raw = with_event_time(read_source(engine.spark, defs, "impressions", TimeRange(lo, hi), {}), src.timestamp, src.name)
+    raw = read_events(engine.spark, defs.source_read("impressions"), TimeRange(lo, hi), {})
     raw = raw.withColumn(WATERMARK, F.col(WATERMARK).cast("timestamp"))
     imps = dedupe(in_range(raw.filter(F.col(ID).isNotNull()), lo, hi), (ID,))
     return stage(engine.spark, folder, imps.select(ID, TS, WATERMARK, *keys))
@@ -282,6 +281,7 @@ def task_bucketed(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     """Final joins of impressions with three feature frames: bucketed vs shuffle (classic Spark)."""
     from spark_jobs.jobs import backfill, snapshot
     from spark_jobs.jobs.runner import warehouse_for
+    from spark_jobs.storage.bucketed import bucket_frames, drop_bucketed
     from spark_jobs.storage.manifest import Run
     from spark_jobs.storage.tables import stage
     from spark_jobs.transforms import joins
@@ -309,7 +309,10 @@ def task_bucketed(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
             engine.spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
             try:
                 t = time.perf_counter()
-                out = joins.join_on_id(engine, run, base, frames, ID, bucketing=mode == "bucketed")
+                inputs = (base, frames)
+                if mode == "bucketed" and engine.supports_bucketing:
+                    inputs = bucket_frames(engine, run.run_id, base, frames, ID)
+                out = joins.join_on_id(*inputs, ID)
                 prepared = time.perf_counter()
                 buf = io.StringIO()
                 with contextlib.redirect_stdout(buf):
@@ -322,7 +325,7 @@ def task_bucketed(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
                 if mode == "bucketed":
                     times.setdefault("bucketed_join_only", []).append(done - w)
             finally:
-                joins.drop_bucketed(engine, run)
+                drop_bucketed(engine, run.run_id)
                 engine.spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
     med = {k: statistics.median(v) for k, v in times.items()}
     return {

@@ -40,6 +40,7 @@ from pydantic import (
 from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.durations import Duration, parse_duration
 from spark_jobs.defs.sql_guard import SqlProblems, check_filter, check_view_sql
+from spark_jobs.names import IMPRESSION_ID, WATERMARK, cutoff_column
 
 # Aggregation name -> the parameters it requires (and the only ones it accepts): the registry's.
 AGGREGATIONS: dict[str, tuple[str, ...]] = {name: agg.params for name, agg in REGISTRY.items()}
@@ -440,10 +441,6 @@ class Logged(_Model):
     values: Annotated[dict[Name, Column], Field(min_length=1)]
     tolerance: Annotated[float, Field(ge=0.0)] = 1e-9
 
-    def source_column(self, name: str) -> str:
-        """Where logged value `name` sits in the impressions: `column.name` or `name`."""
-        return f"{self.column}.{name}" if self.column else name
-
 
 class TrainingSet(_Model):
     """Impressions joined with point-in-time features and delayed labels."""
@@ -537,8 +534,8 @@ class TrainingSet(_Model):
         # that error is reported there, not again here.
         columns_known = not (context.get("invalid_feature_sets") or context.get("feature_sets_unreadable"))
         taken = {ref.column: f"the column of feature {ref}" for ref in self.features}
-        taken |= {f"{fs}_cutoff": f"the cutoff column of {fs}" for fs in self.feature_sets}
-        taken["impression_id"] = "the impression id column"
+        taken |= {cutoff_column(fs): f"the cutoff column of {fs}" for fs in self.feature_sets}
+        taken[IMPRESSION_ID] = "the impression id column"
         problems = []
         for i, label in enumerate(self.labels):
             if label.name in taken:
@@ -626,6 +623,30 @@ def _ref(fs: FeatureSet, feature: Feature, window: Duration) -> FeatureRef:
 # -- all definitions ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ColumnsUsed:
+    """Columns of a source the definitions need: those they name (timestamp, dedupe key, keys,
+    aggregated, impression and label columns), and the words of the SQL text over it (filters and
+    views, which are not parsed: any word may be a column, in lower case)."""
+
+    named: frozenset[str]
+    words: frozenset[str]
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """What reading one source needs: its definition, the columns used of it, and, for a SQL
+    view, the same of every source it reads (registered as temporary views under their names)."""
+
+    source: Source
+    columns: ColumnsUsed
+    reads: tuple[SourceRead, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
 class Definitions(_Model):
     """Every definition, by name, and the hash of every file they came from."""
 
@@ -634,18 +655,42 @@ class Definitions(_Model):
     training_sets: dict[str, TrainingSet] = {}
     files: dict[str, str] = {}  # "<folder name>/<path in it>" -> sha256, of every YAML and SQL file read
 
-    def source_order(self, name: str) -> tuple[str, ...]:
-        """Source `name` and every source its SQL view reads, each after what it reads."""
-        order: dict[str, None] = {}
+    def columns_used(self, name: str) -> ColumnsUsed:
+        """Columns of source `name` these definitions need (see `ColumnsUsed`); a SQL view that
+        reads the source passes columns through (SELECT *), so what its readers need counts too."""
+        named: set[str] = set()
+        texts: list[str] = []
+        src = self.sources[name]
+        named.update([src.timestamp, *src.dedupe_key])
+        for fs in self.feature_sets.values():
+            if fs.source == name:
+                named.update(fs.key)
+                named.update(f.column for f in fs.features if f.column)
+                texts.extend(f.filter for f in fs.features if f.filter)
+        for ts in self.training_sets.values():
+            if ts.impressions == name:
+                named.add(IMPRESSION_ID)
+                named.update(ts.impression_column(k) for fs in ts.feature_sets for k in self.feature_sets[fs].key)
+                texts.append(WATERMARK)
+            for label in ts.labels:
+                if label.source == name:
+                    named.add(IMPRESSION_ID)
+                    texts.append(label.filter or "")
+        words: set[str] = set()
+        for view in self.sources.values():
+            if name in view.depends_on:
+                texts.append(view.sql or "")
+                view_used = self.columns_used(view.name)
+                words.update(c.lower() for c in view_used.named)
+                words.update(view_used.words)
+        for text in texts:
+            words.update(w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+        return ColumnsUsed(frozenset(named), frozenset(words))
 
-        def visit(source: str) -> None:
-            if source not in order:
-                for dependency in self.sources[source].depends_on:
-                    visit(dependency)
-                order[source] = None
-
-        visit(name)
-        return tuple(order)
+    def source_read(self, name: str) -> SourceRead:
+        """Source `name` as `storage.sources` reads it: with the columns used and its view's sources."""
+        src = self.sources[name]
+        return SourceRead(src, self.columns_used(name), tuple(self.source_read(dep) for dep in src.depends_on))
 
     @model_validator(mode="after")
     def _no_view_cycles(self) -> Definitions:

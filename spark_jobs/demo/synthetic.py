@@ -10,7 +10,7 @@ null and clock-skewed watermarks, and labels that fall outside their ``within`` 
 rates depend on the user's and the item's activity so that the features carry signal.
 
 The logged features are what an online store computes with tilewise's point-in-time rule,
-plus two incidents (``INCIDENTS``): on 2026-01-02 from 14:00 to 18:00 UTC the stream feeding
+plus two incidents: on 2026-01-02 from 14:00 to 18:00 UTC the stream feeding
 the store stalls 20 minutes (four blocks) behind while the watermark it reports keeps moving
 (stale values), and the online code of ``user_dur_sum_1h`` forgot the ``duration_s < 3600``
 filter of its offline definition (a logic difference whenever an idle tab is in the window).
@@ -65,10 +65,6 @@ _DOUBLE_CLICK_RATE = 0.03
 _STALE_FROM = (date(2026, 1, 2) - date(1970, 1, 1)).days * _US_PER_DAY + 14 * _US_PER_HOUR
 _STALE_TO = _STALE_FROM + 4 * _US_PER_HOUR
 _STALE_BLOCKS = 4
-INCIDENTS = {
-    "stale": {"from": "2026-01-02T14:00:00", "to": "2026-01-02T18:00:00", "blocks_behind": _STALE_BLOCKS},
-    "logic": {"logged": "user_dur_sum_1h", "missing_filter": "duration_s < 3600"},
-}
 
 
 def generate(
@@ -321,7 +317,7 @@ def _impression_table(
 def _online_features(
     imp: dict[str, np.ndarray], views: dict[str, np.ndarray], origin: int, span_days: int
 ) -> dict[str, np.ndarray]:
-    """The values an online store served at each impression (see `INCIDENTS`).
+    """The values an online store served at each impression (see the module docstring).
 
     The store follows the point-in-time rule: windows start at ``floor(ts) - W`` and end at
     ``min(floor(watermark), floor(ts))`` (``floor(ts)`` without a watermark), on 5-minute blocks.

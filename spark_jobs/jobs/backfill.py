@@ -32,19 +32,16 @@ from spark_jobs.engine.session import Engine
 from spark_jobs.jobs.progress import Progress
 from spark_jobs.plan.chunks import DAY, Chunk, auto_step_days, plan_chunks
 from spark_jobs.errors import InputDataError
+from spark_jobs.names import BLOCK_PARTITIONS, EVENT_COUNT, blocks_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import block_suite
 from spark_jobs.storage.manifest import Run, read_manifests
-from spark_jobs.storage.sources import InputStats, TimeRange, read_source, reading, source_files, truncation_notes
+from spark_jobs.storage.sources import InputStats, TimeRange, read_events, reading, source_files, truncation_notes
 from spark_jobs.storage.tables import Warehouse, WriteResult, stage
-from spark_jobs.transforms.blocks import EVENT_COUNT, build_blocks, roll_up
-from spark_jobs.transforms.events import clean_events, dedupe_keys, event_counts, not_seen_before, with_event_time
+from spark_jobs.transforms.blocks import build_blocks, roll_up
+from spark_jobs.transforms.events import clean_events, dedupe_keys, event_counts, not_seen_before
 
-PARTITION_BY = ["block_size", "block_date"]
-
-
-def table_name(fs_name: str) -> str:
-    return f"blocks/{fs_name}"
+PARTITION_BY = list(BLOCK_PARTITIONS)
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ def backfill_feature_set(
 ) -> None:
     """Blocks of `fs` for [start - lateness, end), chunk by chunk in time order; `rebuild` replaces
     the whole table with them (the first chunk replaces the table, the others add to it)."""
-    table = table_name(fs.name)
+    table = blocks_table(fs.name)
     lo = _epoch(start) - fs.lateness.seconds
     hi = _epoch(end)
     src = defs.sources[fs.source]
@@ -219,7 +216,7 @@ def _backfill_range(
 ) -> dict[str, Any]:
     """Blocks of events [lo, hi) validated and committed as one range replacement; events of
     [first, lo) only remove duplicates (the run's range starts at `first`). The caller holds the lock."""
-    table = table_name(fs.name)
+    table = blocks_table(fs.name)
     levels = plan_levels(fs, lo, hi)
     src = defs.sources[fs.source]
     with reading(stats):
@@ -228,16 +225,13 @@ def _backfill_range(
             # Staged before the chunk is read: a view's sources are temporary views by name, which
             # the chunk's read re-registers for its own range.
             with run.step(f"{label}: {'+'.join(src.dedupe_key)} of earlier events {_ts(first):%Y-%m-%d %H:%M} .. {_ts(lo):%Y-%m-%d %H:%M}"):
-                before = with_event_time(
-                    read_source(engine.spark, defs, fs.source, TimeRange(_ts(first), _ts(lo)), {}), src.timestamp, fs.source
-                )
+                before = read_events(engine.spark, defs.source_read(fs.source), TimeRange(_ts(first), _ts(lo)), {})
                 earlier = clean_events(before, fs.key, (), _ts(first), _ts(lo), run.clock)
                 seen = stage(engine.spark, run.dir / "work" / table / "seen", dedupe_keys(earlier, src.dedupe_key))
         with run.step(f"{label}: read {fs.source} {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
-            raw = read_source(
-                engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats, block_s=fs.block_sizes[0].seconds
+            events = read_events(
+                engine.spark, defs.source_read(fs.source), TimeRange(_ts(lo), _ts(hi)), stats, block_s=fs.block_sizes[0].seconds
             )
-            events = with_event_time(raw, src.timestamp, fs.source)
             counts = event_counts(events, src.timestamp, fs.key, _ts(lo), _ts(hi), run.clock)
             clean = clean_events(events, fs.key, src.dedupe_key, _ts(lo), _ts(hi), run.clock)
             if seen is not None:
@@ -296,10 +290,9 @@ def _untimed_rows(
     src = defs.sources[fs.source]
     stats: dict[str, InputStats] = {}
     with reading(stats), run.step(f"{fs.name}: count {fs.source} rows {_ts(lo):%Y-%m-%d %H:%M} .. {_ts(hi):%Y-%m-%d %H:%M}"):
-        whole = read_source(
-            engine.spark, defs, fs.source, TimeRange(_ts(lo), _ts(hi)), stats, block_s=fs.block_sizes[0].seconds
+        events = read_events(
+            engine.spark, defs.source_read(fs.source), TimeRange(_ts(lo), _ts(hi)), stats, block_s=fs.block_sizes[0].seconds
         )
-        events = with_event_time(whole, src.timestamp, fs.source)
         return event_counts(events, src.timestamp, fs.key, _ts(lo), _ts(hi), run.clock), stats
 
 
@@ -314,7 +307,7 @@ def _chunks(
     coarsest = fs.block_sizes[-1].seconds
     if step_days is not None:
         return plan_chunks(lo, hi, coarsest, step_days * DAY), f"--step-days {step_days}"
-    files = source_files(defs, fs.source, TimeRange(_ts(lo), _ts(hi)))
+    files = source_files(defs.source_read(fs.source), TimeRange(_ts(lo), _ts(hi)))
     if files is None:
         return plan_chunks(lo, hi, coarsest, hi - lo), "one chunk: the source's size is unknown"
     size = sum(f[1] for f in files)
@@ -333,7 +326,7 @@ def memory_budget(profile: Profile) -> int:
 
 def _files_digest(defs: Definitions, fs: FeatureSet, lo: int, hi: int) -> str | None:
     """A digest of the source files (path, size, mtime) behind events [lo, hi), or None if unknown."""
-    files = source_files(defs, fs.source, TimeRange(_ts(lo), _ts(hi)))
+    files = source_files(defs.source_read(fs.source), TimeRange(_ts(lo), _ts(hi)))
     if files is None:
         return None
     return f"{len(files)} files, sha256 " + hashlib.sha256(json.dumps(files).encode()).hexdigest()[:32]

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from spark_jobs.defs.lineage import Lineage
 from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
 from spark_jobs.engine.session import Engine
+from spark_jobs.names import consistency_table, cutoff_column
 from spark_jobs.quality import gate
 from spark_jobs.quality.consistency_report import write_report
 from spark_jobs.quality.gx import ValidationReport
@@ -27,14 +28,10 @@ from spark_jobs.quality.suites import consistency_suite
 from spark_jobs.storage.manifest import Run, consistency_line
 from spark_jobs.storage.tables import stage, stage_rows
 from spark_jobs.transforms import consistency as tc
-from spark_jobs.transforms.pit import cutoff_column, fill_empty
+from spark_jobs.transforms.pit import fill_empty
 from spark_jobs.transforms.sweep import point_in_time
 
 MAX_DIFFS = 5_000  # differences per logged value drawn in the report
-
-
-def table_name(name: str) -> str:
-    return f"consistency/{name}"
 
 
 def lineage(training: Lineage, ts_def: TrainingSet) -> Lineage:
@@ -75,7 +72,7 @@ def measure(
     """
     assert ts_def.logged is not None
     logged = ts_def.logged
-    table = table_name(ts_def.name)
+    table = consistency_table(ts_def.name)
     comps = tc.comparisons(training.schema, logged.values, {n: ts_def.logged_column(n) for n in logged.values})
     with run.step(f"{table}: compare {len(comps)} logged values"):
         collected = tc.metrics(training, comps, logged.tolerance).collect()

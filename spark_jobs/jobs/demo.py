@@ -22,6 +22,7 @@ from spark_jobs.engine.profile import Profile
 from spark_jobs.engine.session import open_engine
 from spark_jobs.jobs import backfill, snapshot, training
 from spark_jobs.jobs.runner import execute, warehouse_for
+from spark_jobs.names import IMPRESSION_ID, training_table
 from spark_jobs.storage.manifest import Run, consistency_line
 
 TRAINING_SET = "engagement"
@@ -57,15 +58,15 @@ def main(args: argparse.Namespace, profile: Profile) -> int:
         train_run = new_run("training-set", name=TRAINING_SET, start=START, end=end)
         execute(engine, defs, train_run, training.run, name=TRAINING_SET, start=START, end=end)
         wh = warehouse_for(engine)
-        table = training.table_name(TRAINING_SET)
+        table = training_table(TRAINING_SET)
         sample: pd.DataFrame = preview(wh.read(table)).toPandas()
-        stats = wh.read(table).groupBy().agg({"clicked": "avg", "saved": "avg", "impression_id": "count"}).collect()[0]
+        stats = wh.read(table).groupBy().agg({"clicked": "avg", "saved": "avg", IMPRESSION_ID: "count"}).collect()[0]
     if not args.quiet:
         print("\n== demo summary", file=sys.stderr)
         print(f"   data:     {data_root / 'demo'} ({summary['rows']['events']:,} events, "
               f"{summary['rows']['impressions']:,} impressions over {args.days} days)", file=sys.stderr)
         print(f"   warehouse: {wh_root} (blocks/, snapshots/, {table}, _runs/)", file=sys.stderr)
-        print(f"   {table}: {stats['count(impression_id)']:,} rows, click rate {stats['avg(clicked)']:.3f}, "
+        print(f"   {table}: {stats[f'count({IMPRESSION_ID})']:,} rows, click rate {stats['avg(clicked)']:.3f}, "
               f"save rate {stats['avg(saved)']:.3f}", file=sys.stderr)
         print("   clicked impressions of the last day, with the user's history as of each one:", file=sys.stderr)
         print(sample.to_string(index=False), file=sys.stderr)
@@ -113,7 +114,7 @@ def _flights(args: argparse.Namespace, profile: Profile, data_root: Path, say, t
                 start=b0, end=b1, names=list(ts_def.feature_sets))
         execute(engine, defs, Run("training-set", profile.warehouse_path, quiet=args.quiet), training.run,
                 name=name, start=t0_, end=t1)
-        df = warehouse_for(engine).read(training.table_name(name))
+        df = warehouse_for(engine).read(training_table(name))
         rows = df.count()
         rate = df.agg({"delayed": "avg"}).collect()[0][0]
     say(f"training/{name}: {rows:,} flights of Feb 2013, {rate:.1%} delayed > 15 min; total {time.time() - t0:.1f}s")

@@ -16,13 +16,12 @@ from typing import Any
 from spark_jobs.defs.models import Definitions
 from spark_jobs.engine.profile import Profile
 from spark_jobs.jobs.runner import recorded
-from spark_jobs.jobs.validate import check_table_name
 from spark_jobs.storage.history import restore, table_history
 from spark_jobs.storage.manifest import Run
 
 
 def history_main(args: argparse.Namespace, profile: Profile, defs: Definitions) -> int:
-    check_table_name(defs, args.table)
+    """The versions of `args.table` (a name the command line checked), newest first."""
     rows = table_history(profile.warehouse_path, args.table, args.last)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -42,7 +41,7 @@ def line(r: dict[str, Any]) -> str:
 
 
 def restore_main(args: argparse.Namespace, profile: Profile, defs: Definitions, run_args: dict) -> int:
-    check_table_name(defs, args.table)
+    """A new version of `args.table` (a name the command line checked) equal to `args.version`."""
     root = profile.warehouse_path
     run = Run("restore", root, args=run_args, quiet=args.quiet, targets=[args.table])
     run.engine = "none (files only)"

@@ -13,17 +13,13 @@ from pyspark.sql import functions as F
 from spark_jobs.defs.models import Definitions, FeatureRef, FeatureSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError
-from spark_jobs.jobs.backfill import table_name as blocks_table
+from spark_jobs.names import blocks_table, snapshot_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import snapshot_suite
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms.blocks import quote
 from spark_jobs.transforms.pit import END, T_FLOOR, assemble, fill_empty
-
-
-def table_name(fs_name: str) -> str:
-    return f"snapshots/{fs_name}"
 
 
 def all_refs(fs: FeatureSet) -> list[FeatureRef]:
@@ -56,7 +52,7 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datet
                 F.expr(f"timestamp_seconds({END})").alias("watermark"),
                 F.lit(as_of).cast("timestamp").alias("as_of"),
             )
-            table = table_name(name)
+            table = snapshot_table(name)
             staged = stage(engine.spark, run.dir / "staged" / table, out)
             rows = staged.count()
         report = gate.audit(run, table, staged, snapshot_suite(list(fs.key)), engine=engine.name)

@@ -32,25 +32,20 @@ from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import DefinitionError, InputDataError
 from spark_jobs.jobs import consistency
-from spark_jobs.jobs.backfill import table_name as blocks_table
+from spark_jobs.names import IMPRESSION_DATE as DATE
+from spark_jobs.names import IMPRESSION_ID as ID
+from spark_jobs.names import BLOCK_DATE, WATERMARK, blocks_table, consistency_table, cutoff_column, training_table
 from spark_jobs.quality import consistency_report, gate
-from spark_jobs.jobs.validate import WATERMARK, training_expectations
+from spark_jobs.quality.suites import training_expectations
 from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_source, reading, truncation_notes
+from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_events, reading, truncation_notes
+from spark_jobs.storage.bucketed import bucket_frames, drop_bucketed
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
-from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time, with_event_time
-from spark_jobs.transforms.pit import cutoff_column, fill_empty
+from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time
+from spark_jobs.transforms.pit import fill_empty
 from spark_jobs.transforms.sweep import point_in_time, warm_up_in_background
-
-ID = "impression_id"
-DATE = "impression_date"
-
-
-def table_name(name: str) -> str:
-    return f"training/{name}"
-
 
 def midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day)
@@ -101,15 +96,14 @@ def _build(
         consistency_report.preload()
     logged_lineage = consistency.lineage(lineage, ts_def) if ts_def.logged else None
     if not rebuild:
-        wh.check_lineage(table_name(name), lineage)  # before any work; checked again when writing
+        wh.check_lineage(training_table(name), lineage)  # before any work; checked again when writing
         if logged_lineage is not None:
-            wh.check_lineage(consistency.table_name(name), logged_lineage)
+            wh.check_lineage(consistency_table(name), logged_lineage)
 
     with run.step(f"{name}: impressions {start} .. {end}"):
         # An impression's time is placed in the finest blocks of every feature set it looks up.
         block_s = math.gcd(*(defs.feature_sets[fs].block_sizes[0].seconds for fs in ts_def.feature_sets)) or 1
-        raw = read_source(spark, defs, ts_def.impressions, TimeRange(lo, hi), stats, block_s=block_s)
-        raw = with_event_time(raw, src.timestamp, src.name)
+        raw = read_events(spark, defs.source_read(ts_def.impressions), TimeRange(lo, hi), stats, block_s=block_s)
         if ID not in raw.columns:
             raise InputDataError(f"impressions source {src.name}: column {ID!r} not found")
         watermark = WATERMARK if WATERMARK in raw.columns else None
@@ -183,11 +177,11 @@ def _build(
             # reads small files instead of re-running it.
             frames[fs_name] = stage(spark, run.dir / "work" / "features" / fs_name, point_in_time(
                 engine, req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark,
-                block_bytes=lambda lo, hi, t=table, v=version: wh.partition_bytes(t, v, "block_date", lo, hi)))
+                block_bytes=lambda lo, hi, t=table, v=version: wh.partition_bytes(t, v, BLOCK_DATE, lo, hi)))
 
     try:
         with run.step(f"{name}: join {len(frames)} frames on {ID}"):
-            out = joins.join_on_id(engine, run, base, frames, ID, explain=explain)
+            out = _final_joins(engine, run.run_id, base, frames, explain)
             for fs_name, refs in refs_by_fs.items():
                 out = fill_empty(out, defs.feature_sets[fs_name], refs)
             for label in ts_def.labels:
@@ -196,7 +190,7 @@ def _build(
             columns = _output_columns(ts_def, key_cols, src.timestamp, watermark, refs_by_fs)
             out = out.withColumnRenamed(TS, src.timestamp)
             out = out.select(*[quote(col) for col in columns])
-            table = table_name(name)
+            table = training_table(name)
             staged = stage(spark, run.dir / "staged" / table, out)
             rows = counts["rows_staged"] = staged.count()
 
@@ -218,10 +212,23 @@ def _build(
                                            lineage=logged_lineage)
             run.outputs[checked.table] = {"version": written.version, "rows": len(checked.rows)}
     finally:
-        joins.drop_bucketed(engine, run)
+        drop_bucketed(engine, run.run_id)
     gate.discard_staged(run)
     counts["rows_written"] = rows
     run.outputs[table] = {"version": result.version, "rows": rows}
+
+
+def _final_joins(engine: Engine, run_id: str, base: DataFrame, frames: dict[str, DataFrame], explain: bool) -> DataFrame:
+    """The impressions left-joined with every frame on the impression id; within buckets where the
+    engine can bucket (the caller drops the bucketed tables)."""
+    use_buckets = engine.supports_bucketing
+    if use_buckets:
+        base, frames = bucket_frames(engine, run_id, base, frames, ID)
+    out = joins.join_on_id(base, frames, ID)
+    if explain:
+        print(f"== physical plan of the final joins ({'bucketed' if use_buckets else 'hash'}) ==")
+        out.explain(mode="formatted")
+    return out
 
 
 def _impression_key_columns(defs: Definitions, ts_def: TrainingSet) -> list[str]:
@@ -272,8 +279,9 @@ def _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats):  # typ
     cutoffs: dict[str, datetime] = {}
     seen: dict[str, datetime | None] = {}
     for source in sorted({lb.source for lb in ts_def.labels}):
-        src = defs.sources[source]
-        ev = with_event_time(read_source(spark, defs, source, rng, stats), src.timestamp, source)
+        read = defs.source_read(source)
+        src = read.source
+        ev = read_events(spark, read, rng, stats)
         if ID not in ev.columns:
             raise InputDataError(f"label source {source}: column {ID!r} not found")
         bad = ev.agg(
@@ -287,7 +295,7 @@ def _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats):  # typ
         ev = in_range(ev.filter(F.col(ID).isNotNull()), rng.lo, rng.hi)
         if label_cutoff is None:
             # Events after the run's clock are counted, and never make label windows look closed.
-            seen[source], future = latest_time(spark, defs, source, run.clock)
+            seen[source], future = latest_time(spark, read, run.clock)
             run.drop(f"labels {source}: timestamp in future", future)
         for lb in [x for x in ts_def.labels if x.source == source]:
             tagged = ev.filter(lb.filter) if lb.filter else ev

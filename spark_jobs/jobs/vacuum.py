@@ -11,28 +11,15 @@ import argparse
 
 from spark_jobs.defs.models import Definitions
 from spark_jobs.engine.profile import Profile
-from spark_jobs.errors import InputDataError
 from spark_jobs.jobs.runner import recorded
-from spark_jobs.jobs.validate import check_table_name
+from spark_jobs.names import output_tables
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.vacuum import Freed, vacuum_runs, vacuum_table
 
 
-def output_tables(defs: Definitions) -> list[str]:
-    """Every table these definitions can write."""
-    return [
-        *(f"{kind}/{fs}" for kind in ("blocks", "snapshots") for fs in sorted(defs.feature_sets)),
-        *(f"training/{ts}" for ts in sorted(defs.training_sets)),
-        *(f"consistency/{name}" for name, ts in sorted(defs.training_sets.items()) if ts.logged is not None),
-    ]
-
-
 def main(args: argparse.Namespace, profile: Profile, defs: Definitions, run_args: dict) -> int:
+    """The tables named (checked by the command line) or every output table, then the runs' intermediates."""
     tables = list(dict.fromkeys(args.table)) or output_tables(defs)
-    for table in tables:  # a wrong name fails before anything is deleted
-        check_table_name(defs, table)
-    if args.retain_hours < 0:
-        raise InputDataError(f"--retain-hours {args.retain_hours:g} must be 0 or more")
     root = profile.warehouse_path
     run = Run("vacuum", root, args=run_args, quiet=args.quiet)
     run.engine = "none (files only)"

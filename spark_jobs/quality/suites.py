@@ -8,18 +8,24 @@ labels in {0, 1}, counts never negative, and the leakage guard on every feature 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from spark_jobs.aggregations import REGISTRY
 from spark_jobs.errors import DefinitionError
+from spark_jobs.names import (
+    BLOCK_SIZE, BLOCK_START, BLOCKS, CONSISTENCY, EVENT_COUNT, IMPRESSION_DATE, IMPRESSION_ID, SNAPSHOTS, WATERMARK,
+    cutoff_column, table_kind,
+)
 
-__all__ = ["block_suite", "consistency_suite", "training_suite", "snapshot_suite", "user_suite"]
+if TYPE_CHECKING:
+    from spark_jobs.defs.models import Definitions
+
+__all__ = [
+    "block_suite", "consistency_suite", "training_suite", "snapshot_suite", "user_suite", "training_expectations",
+    "table_suite",
+]
 
 Spec = dict[str, Any]
-
-# Block tables: one row per key, block size and block start (README, "Tables and run manifests").
-BLOCK_SIZE_COLUMN = "block_size"
-BLOCK_START_COLUMN = "block_start"
-IMPRESSION_ID_COLUMN = "impression_id"
 
 
 def _spec(type_: str, **kwargs: Any) -> Spec:
@@ -47,7 +53,7 @@ def block_suite(key_columns: Sequence[str], count_columns: Sequence[str]) -> lis
     keys = list(key_columns)
     if not keys:
         raise ValueError("block_suite needs at least one key column")
-    primary = [*keys, BLOCK_SIZE_COLUMN, BLOCK_START_COLUMN]
+    primary = [*keys, BLOCK_SIZE, BLOCK_START]
     return [
         # Null keys are dropped before aggregation (README, "Point-in-time semantics"); a null here is a bug.
         *(_not_null(c) for c in primary),
@@ -70,8 +76,8 @@ def training_suite(
     skipped (a null watermark means "no watermark"; a null cutoff has nothing to leak).
     """
     specs: list[Spec] = [
-        _not_null(IMPRESSION_ID_COLUMN),
-        _unique([IMPRESSION_ID_COLUMN]),
+        _not_null(IMPRESSION_ID),
+        _unique([IMPRESSION_ID]),
     ]
     for label in label_columns:
         # A label is 1 or 0 by construction, never null (README, "Point-in-time semantics").
@@ -106,9 +112,9 @@ def consistency_suite() -> list[Spec]:
     counts = ["rows", "compared", "matched", "logged_null", "backfilled_null", "both_null", "stale_matched"]
     parts = "compared + logged_null + backfilled_null + both_null"
     return [
-        _not_null("impression_date"),
+        _not_null(IMPRESSION_DATE),
         _not_null("logged"),
-        _unique(["impression_date", "logged"]),
+        _unique([IMPRESSION_DATE, "logged"]),
         *_non_negative(counts),
         # No row may have `rows` other than the sum of its parts: GE has no per-row sum check
         # against another column, so the rows that break it must be none.
@@ -128,6 +134,37 @@ def consistency_suite() -> list[Spec]:
             condition_parser="spark",
         ),
     ]
+
+
+def training_expectations(defs: Definitions, name: str, columns: Sequence[str]) -> list[Spec]:
+    """Built-in checks of `training/{name}` (whose columns are `columns`) plus the definition's
+    own `validation` block."""
+    ts_def = defs.training_sets[name]
+    ts_col = defs.sources[ts_def.impressions].timestamp
+    counts = [
+        r.column
+        for r in ts_def.features
+        if REGISTRY[defs.feature_sets[r.feature_set].feature(r.feature).aggregation].non_negative
+    ]
+    pairs = []
+    for fs_name in ts_def.feature_sets:
+        pairs.append((cutoff_column(fs_name), ts_col))
+        if WATERMARK in columns:
+            pairs.append((cutoff_column(fs_name), WATERMARK))
+    labels = [lb.name for lb in ts_def.labels]
+    return training_suite(label_columns=labels, count_columns=counts, cutoff_pairs=pairs) + user_suite(ts_def.validation)
+
+
+def table_suite(defs: Definitions, table: str, columns: Sequence[str]) -> list[Spec]:
+    """The suite of output table `table` (a name `names.check_table_name` accepts)."""
+    kind, name = table_kind(table)
+    if kind == BLOCKS:
+        return block_suite(list(defs.feature_sets[name].key), [EVENT_COUNT])
+    if kind == SNAPSHOTS:
+        return snapshot_suite(list(defs.feature_sets[name].key))
+    if kind == CONSISTENCY:
+        return consistency_suite()
+    return training_expectations(defs, name, columns)
 
 
 def user_suite(validation: Any) -> list[Spec]:

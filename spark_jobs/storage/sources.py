@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, SparkSession
 
-from spark_jobs.defs.models import Definitions, Source
+from spark_jobs.defs.models import ColumnsUsed, Source, SourceRead
 from spark_jobs.errors import InputDataError, TilewiseError
 
 if TYPE_CHECKING:
@@ -76,28 +76,31 @@ class TimeRange:
     hi: datetime | None = None
 
 
-def read_source(
-    spark: SparkSession,
-    defs: Definitions,
-    name: str,
-    rng: TimeRange,
-    stats: dict[str, InputStats],
-    block_s: int = 1,
+def read_events(
+    spark: SparkSession, source: SourceRead, rng: TimeRange, stats: dict[str, InputStats], *, block_s: int = 1
 ) -> DataFrame:
-    """The rows of source `name`, restricted to its timestamp in `rng` where files allow pruning.
+    """The rows of a source with their event time as `_tw_ts` (`transforms.events.with_event_time`),
+    restricted to the timestamp in `rng` where files allow pruning.
 
-    The caller still filters rows on the timestamp; pruning only skips whole files. `block_s` is
-    the block size whose boundaries a truncated nanosecond timestamp is checked against.
+    The caller still filters rows on the time; pruning only skips whole files. `stats` gathers what
+    was read, per source. `block_s` is the block size whose boundaries a truncated nanosecond
+    timestamp is checked against.
     """
-    src = defs.sources[name]
+    from spark_jobs.transforms.events import with_event_time
+
+    src = source.source
+    return with_event_time(_read_rows(spark, source, rng, stats, block_s), src.timestamp, src.name)
+
+
+def _read_rows(spark: SparkSession, source: SourceRead, rng: TimeRange, stats: dict[str, InputStats], block_s: int) -> DataFrame:
+    src = source.source
     if src.sql is not None:
-        for dep in src.depends_on:
-            dep_src = defs.sources[dep]
+        for dep in source.reads:
             # Prune a dependency's files only when the view keeps its time column as is.
-            dep_rng = rng if dep_src.timestamp == src.timestamp else TimeRange()
-            read_source(spark, defs, dep, dep_rng, stats, block_s).createOrReplaceTempView(dep)
+            dep_rng = rng if dep.source.timestamp == src.timestamp else TimeRange()
+            _read_rows(spark, dep, dep_rng, stats, block_s).createOrReplaceTempView(dep.name)
         return spark.sql(src.sql)
-    return _read_files(spark, defs, src, rng, stats, block_s)
+    return _read_files(spark, source, rng, stats, block_s)
 
 
 def truncation_notes(stats: dict[str, InputStats]) -> list[str]:
@@ -111,14 +114,8 @@ def truncation_notes(stats: dict[str, InputStats]) -> list[str]:
     ]
 
 
-def _read_files(
-    spark: SparkSession,
-    defs: Definitions,
-    src: Source,
-    rng: TimeRange,
-    stats: dict[str, InputStats],
-    block_s: int = 1,
-) -> DataFrame:
+def _read_files(spark: SparkSession, source: SourceRead, rng: TimeRange, stats: dict[str, InputStats], block_s: int) -> DataFrame:
+    src = source.source
     assert src.path is not None
     path = src.path
     st = stats.setdefault(src.name, InputStats(src.name, root=path))
@@ -128,7 +125,7 @@ def _read_files(
     if src.format == "delta":
         return spark.read.format("delta").load(path)
     if src.format == "parquet" and local:
-        footers, chosen = _select(defs, src.name, rng)
+        footers, chosen = _select(source, rng)
         files = list(footers)
         st.files_total = (st.files_total or 0) + len(files)
         st.files_read = (st.files_read or 0) + len(chosen)
@@ -144,7 +141,7 @@ def _read_files(
     return reader.load(path)
 
 
-def latest_time(spark: SparkSession, defs: Definitions, name: str, now: datetime) -> tuple[datetime | None, int]:
+def latest_time(spark: SparkSession, source: SourceRead, now: datetime) -> tuple[datetime | None, int]:
     """(latest event time not after `now`, events after `now`) in the whole source.
 
     The latest time says how far the source's data is known to be complete (label maturity), so
@@ -154,9 +151,9 @@ def latest_time(spark: SparkSession, defs: Definitions, name: str, now: datetime
     """
     from pyspark.sql import functions as F
 
-    from spark_jobs.transforms.events import TS, with_event_time
+    from spark_jobs.transforms.events import TS
 
-    src = defs.sources[name]
+    src = source.source
     utc_now = _as_utc(now)
     assert utc_now is not None
     latest: datetime | None = None
@@ -171,7 +168,7 @@ def latest_time(spark: SparkSession, defs: Definitions, name: str, now: datetime
             rng = TimeRange(lo=now)  # only the files that may hold events after now
     stats: dict[str, InputStats] = {}
     with reading(stats):
-        df = with_event_time(read_source(spark, defs, name, rng, stats), src.timestamp, name)
+        df = read_events(spark, source, rng, stats)
         row = df.agg(
             F.max(F.when(F.col(TS) <= F.lit(now), F.col(TS))).alias("latest"),
             F.sum(F.when(F.col(TS) > F.lit(now), 1).otherwise(0)).alias("future"),
@@ -182,19 +179,19 @@ def latest_time(spark: SparkSession, defs: Definitions, name: str, now: datetime
     return (latest.replace(tzinfo=None) if latest else None), int(row["future"] or 0)
 
 
-def source_files(defs: Definitions, name: str, rng: TimeRange) -> list[tuple[str, int, int]] | None:
+def source_files(source: SourceRead, rng: TimeRange) -> list[tuple[str, int, int]] | None:
     """(path, size, mtime in ns) of every file behind source `name` that may hold events of `rng`
     (through its views' dependencies): what a resumed backfill compares with a previous run.
 
-    Local Parquet is pruned by footer statistics as `read_source` prunes; other local formats list
+    Local Parquet is pruned by footer statistics as `read_events` prunes; other local formats list
     every file under the source's path. None when a file system cannot be listed (a URL).
     """
-    src = defs.sources[name]
+    src = source.source
     if src.sql is not None:
         found: list[tuple[str, int, int]] = []
-        for dep in src.depends_on:
-            dep_rng = rng if defs.sources[dep].timestamp == src.timestamp else TimeRange()
-            files = source_files(defs, dep, dep_rng)
+        for dep in source.reads:
+            dep_rng = rng if dep.source.timestamp == src.timestamp else TimeRange()
+            files = source_files(dep, dep_rng)
             if files is None:
                 return None
             found.extend(files)
@@ -203,7 +200,7 @@ def source_files(defs: Definitions, name: str, rng: TimeRange) -> list[tuple[str
     if "://" in src.path or not Path(src.path).exists():
         return None
     if src.format == "parquet":
-        paths = select_files(defs, name, rng)[1]
+        paths = select_files(source, rng)[1]
     else:
         root = Path(src.path)
         paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
@@ -346,21 +343,21 @@ def _parquet_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.parts))
 
 
-def select_files(defs: Definitions, name: str, rng: TimeRange) -> tuple[list[Path], list[Path]]:
-    """(every data file of local Parquet source `name`, those that may hold events in `rng`).
+def select_files(source: SourceRead, rng: TimeRange) -> tuple[list[Path], list[Path]]:
+    """(every data file of a local Parquet source, those that may hold events in `rng`).
 
     Each file read is checked first: a readable footer, every column the definitions use, and
     the same type per column as the source's other files.
     """
-    footers, chosen = _select(defs, name, rng)
+    footers, chosen = _select(source, rng)
     return list(footers), chosen
 
 
-def _select(defs: Definitions, name: str, rng: TimeRange) -> tuple[dict[Path, pq.FileMetaData], list[Path]]:
-    src = defs.sources[name]
+def _select(source: SourceRead, rng: TimeRange) -> tuple[dict[Path, pq.FileMetaData], list[Path]]:
+    src = source.source
     footers = _footers(src)
     chosen = [f for f, meta in footers.items() if _may_overlap(meta, src.timestamp, rng)]
-    _check_schemas(src, footers, chosen, columns_used(defs, name))
+    _check_schemas(src, footers, chosen, source.columns)
     return footers, chosen
 
 
@@ -604,12 +601,11 @@ def _footers(src: Source) -> dict[Path, pq.FileMetaData]:
     return footers
 
 
-def footer_columns(defs: Definitions, name: str) -> dict[str, frozenset[str] | None] | None:
+def footer_columns(src: Source) -> dict[str, frozenset[str] | None] | None:
     """Columns of a local Parquet source from its files' footers: each column -> its struct fields
     (None for other types); None when the source is no local Parquet folder (not known before reading)."""
     import pyarrow as pa
 
-    src = defs.sources[name]
     if src.format != "parquet" or src.path is None or "://" in src.path or not Path(src.path).exists():
         return None
     columns: dict[str, frozenset[str] | None] = {}
@@ -621,46 +617,8 @@ def footer_columns(defs: Definitions, name: str) -> dict[str, frozenset[str] | N
     return columns
 
 
-def columns_used(defs: Definitions, name: str) -> tuple[frozenset[str], frozenset[str]]:
-    """Columns of source `name` the definitions need: (named as columns, words of its SQL text).
-
-    Named columns are the timestamp, dedupe key, keys and aggregated columns of its feature sets,
-    impression and label columns. Filters and views are not parsed: any word of them may be a
-    column, so a column is needed when its name is one of those words (lower case).
-    """
-    named: set[str] = set()
-    texts: list[str] = []
-    src = defs.sources[name]
-    named.update([src.timestamp, *src.dedupe_key])
-    for fs in defs.feature_sets.values():
-        if fs.source == name:
-            named.update(fs.key)
-            named.update(f.column for f in fs.features if f.column)
-            texts.extend(f.filter for f in fs.features if f.filter)
-    for ts in defs.training_sets.values():
-        if ts.impressions == name:
-            named.add("impression_id")
-            named.update(ts.impression_column(k) for fs in ts.feature_sets for k in defs.feature_sets[fs].key)
-            texts.append("feature_watermark")
-        for label in ts.labels:
-            if label.source == name:
-                named.add("impression_id")
-                texts.append(label.filter or "")
-    words: set[str] = set()
-    for view in defs.sources.values():
-        if name in view.depends_on:
-            texts.append(view.sql or "")
-            # A view passes columns through (SELECT *): what its readers need, it may need here.
-            view_named, view_words = columns_used(defs, view.name)
-            words.update(c.lower() for c in view_named)
-            words.update(view_words)
-    for text in texts:
-        words.update(w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
-    return frozenset(named), frozenset(words)
-
-
 def _check_schemas(
-    src: Source, footers: dict[Path, pq.FileMetaData], chosen: list[Path], used: tuple[frozenset[str], frozenset[str]]
+    src: Source, footers: dict[Path, pq.FileMetaData], chosen: list[Path], used: ColumnsUsed
 ) -> None:
     """Every file read has each column the definitions use, and every column one type in all files.
 
@@ -668,7 +626,7 @@ def _check_schemas(
     Files with different types would be read into silent nulls (Spark) or refused without naming
     the file (Sail); a file without a needed column would silently give nulls.
     """
-    named, words = used
+    named, words = used.named, used.words
     schemas = {f: meta.schema.to_arrow_schema() for f, meta in footers.items()}
     types: dict[str, Counter[str]] = {}
     where: dict[str, set[Path]] = {}

@@ -91,7 +91,7 @@ def vacuum_runs(root: Path, *, retain_hours: float, dry_run: bool, now: float | 
                 freed.add(run_dir / sub)
                 if not dry_run:
                     shutil.rmtree(run_dir / sub)
-    # Classic Spark's bucketed tables of a training-set run (`transforms.joins`): a run drops its
+    # Classic Spark's bucketed tables of a training-set run (`storage.bucketed`): a run drops its
     # own when it ends, so these are a killed run's, or a running one's while it is young.
     # The same for a classic-Spark write's files not yet in its table (`storage.deltars`).
     scratch = [*(root / "_tmp" / "spark-tables").glob("tw_*"), *(root / SCRATCH).glob("*")]

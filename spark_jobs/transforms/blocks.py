@@ -12,10 +12,8 @@ from pyspark.sql.types import StructType
 
 from spark_jobs.aggregations import REGISTRY, AggInput
 from spark_jobs.defs.models import Feature, FeatureSet
+from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, BLOCK_START, EVENT_COUNT
 from spark_jobs.transforms.events import TS
-
-BLOCK_COLUMNS = ("block_size", "block_start", "block_date")
-EVENT_COUNT = "event_count"
 
 
 def quote(name: str) -> str:
@@ -64,8 +62,8 @@ def build_blocks(events: DataFrame, fs: FeatureSet) -> DataFrame:
         agg = REGISTRY[feature.aggregation]
         for part, expr in agg.map_sql(agg_input(feature, fs, events.schema)).items():
             aggs.append(F.expr(expr).alias(part_column(feature, part)))
-    starts = events.withColumn("block_start", F.expr(_block_start(f"unix_seconds({TS})", size)))
-    blocks = starts.groupBy(*[quote(k) for k in fs.key], "block_start").agg(*aggs)
+    starts = events.withColumn(BLOCK_START, F.expr(_block_start(f"unix_seconds({TS})", size)))
+    blocks = starts.groupBy(*[quote(k) for k in fs.key], BLOCK_START).agg(*aggs)
     return _with_block_columns(blocks, fs, size)
 
 
@@ -78,17 +76,17 @@ def roll_up(finer: DataFrame, fs: FeatureSet, size: int) -> DataFrame:
         cols = {p: quote(part_column(feature, p)) for p in agg.parts}
         for part, expr in agg.combine_sql(cols, x).items():
             aggs.append(F.expr(expr).alias(part_column(feature, part)))
-    starts = finer.withColumn("block_start", F.expr(_block_start("unix_seconds(block_start)", size)))
-    blocks = starts.groupBy(*[quote(k) for k in fs.key], "block_start").agg(*aggs)
+    starts = finer.withColumn(BLOCK_START, F.expr(_block_start(f"unix_seconds({BLOCK_START})", size)))
+    blocks = starts.groupBy(*[quote(k) for k in fs.key], BLOCK_START).agg(*aggs)
     return _with_block_columns(blocks, fs, size)
 
 
 def _with_block_columns(blocks: DataFrame, fs: FeatureSet, size: int) -> DataFrame:
     return blocks.select(
         *[quote(k) for k in fs.key],
-        F.lit(size).cast("bigint").alias("block_size"),
-        "block_start",
-        F.to_date("block_start").alias("block_date"),
+        F.lit(size).cast("bigint").alias(BLOCK_SIZE),
+        BLOCK_START,
+        F.to_date(BLOCK_START).alias(BLOCK_DATE),
         EVENT_COUNT,
         *[quote(c) for c in part_columns(fs)],
     )

@@ -26,9 +26,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.aggregations.simple import double_to_exact_sql
+from spark_jobs.names import IMPRESSION_DATE as DATE
 from spark_jobs.transforms.blocks import quote
 
-DATE = "impression_date"
 LAGS = tuple(range(1, 7))  # finest blocks the online cutoff may have been behind
 LAG = "_tw_lag"
 RID = "_tw_rid"

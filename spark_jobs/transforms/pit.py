@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.models import FeatureRef, FeatureSet
+from spark_jobs.names import BLOCK_SIZE, BLOCK_START, cutoff_column
 from spark_jobs.plan.windows import cover_sql
 from spark_jobs.transforms.blocks import agg_input, part_column, quote
 
@@ -36,10 +37,6 @@ def with_window_bounds(df: DataFrame, fs: FeatureSet, ts: str, watermark: str | 
         w = f"unix_seconds({quote(watermark)})"
         end = f"CASE WHEN {w} IS NULL THEN {t_floor} ELSE least({w} - pmod({w}, {g}), {t_floor}) END"
     return df.withColumn(T_FLOOR, F.expr(t_floor)).withColumn(END, F.expr(end))
-
-
-def cutoff_column(fs_name: str) -> str:
-    return f"{fs_name}_cutoff"
 
 
 def lookup(
@@ -90,16 +87,16 @@ def assemble(requests: DataFrame, blocks: DataFrame, fs: FeatureSet, refs: Seque
             T_FLOOR,
             END,
             F.col("_tw_b.w").alias("_tw_w"),
-            F.col("_tw_b.size").alias("block_size"),
-            F.expr("timestamp_seconds(_tw_b.start)").alias("block_start"),
+            F.col("_tw_b.size").alias(BLOCK_SIZE),
+            F.expr("timestamp_seconds(_tw_b.start)").alias(BLOCK_START),
         )
     )
     needed = sorted({r.feature for r in refs})
     features = {f.name: f for f in fs.features}
     block_cols = [part_column(features[n], p) for n in needed for p in REGISTRY[features[n].aggregation].parts]
     joined = wanted.join(
-        blocks.select(*keys, "block_size", "block_start", *[quote(c) for c in block_cols]),
-        on=[*fs.key, "block_size", "block_start"],
+        blocks.select(*keys, BLOCK_SIZE, BLOCK_START, *[quote(c) for c in block_cols]),
+        on=[*fs.key, BLOCK_SIZE, BLOCK_START],
         how="inner",
     )
     aggs, finals = [], []

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 
 from spark_jobs.errors import ValidationFailed
 from spark_jobs.jobs import backfill, training, validate
-from spark_jobs.jobs.consistency import table_name
+from spark_jobs.names import consistency_table as table_name
 from spark_jobs.quality.suites import consistency_suite
 from spark_jobs.transforms import consistency as tc
 from tests.engines.test_point_in_time import DEFS, G, epoch, make_data

@@ -109,7 +109,7 @@ def test_logged_values_missing_from_the_impression_files(tmp_path: Path) -> None
     folder.mkdir(parents=True)
     features = pa.array([{"user_n": 1, "other": 2.0}], type=pa.struct([("user_n", pa.int64()), ("other", pa.float64())]))
     pq.write_table(pa.table({"impression_id": ["i"], "features": features}), folder / "a.parquet")
-    columns = footer_columns(defs, "impressions")  # type: ignore[arg-type]
+    columns = footer_columns(defs.sources["impressions"])  # type: ignore[attr-defined]
     assert columns == {"impression_id": None, "features": frozenset({"user_n", "other"})}
     assert ts.logged_problems(columns) == [
         f"{ts.file}:20 training_sets.ts.logged.values.user_total: user_total is not a field of the impressions' "

@@ -237,8 +237,7 @@ def test_full_definitions(tmp_path: Path) -> None:
     assert (views.path, views.format, views.sql_file) == (None, None, "views.sql")
     assert views.sql == "-- views only\nSELECT * FROM events WHERE event_type = 'view'"
     assert views.depends_on == ("events",) and views.dedupe_key == ("event_id", "user_id")
-    assert defs.source_order("views") == ("events", "views")
-    assert defs.source_order("events") == ("events",)
+    assert defs.sources["events"].depends_on == ()
 
     fs = defs.feature_sets["user_activity"]
     assert {f.aggregation for f in fs.features} == set(AGGREGATIONS)
@@ -1076,7 +1075,7 @@ def test_view_file_must_exist_under_sql(tmp_path: Path, ref: str, words: list[st
     assert_problem(message, "feature_defs/v.yaml", marked_line(case), "sources.views.sql", ref, *words)
 
 
-def test_views_read_sources_in_dependency_order(tmp_path: Path) -> None:
+def test_views_name_the_sources_they_read(tmp_path: Path) -> None:
     views = """\
         sources:
           a: {sql: a.sql, timestamp: ts}
@@ -1095,7 +1094,6 @@ def test_views_read_sources_in_dependency_order(tmp_path: Path) -> None:
     assert defs.sources["a"].depends_on == ("events", "impressions", "engagements")
     assert defs.sources["a"].sql is not None and defs.sources["a"].sql.endswith("FROM engagements)")
     assert defs.sources["b"].depends_on == ("a",)
-    assert defs.source_order("b") == ("events", "impressions", "engagements", "a", "b")
     assert set(defs.files) == {"feature_defs/base.yaml", "feature_defs/v.yaml", "sql/a.sql", "sql/b.sql"}
 
 

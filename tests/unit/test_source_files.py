@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from spark_jobs.errors import InputDataError
-from spark_jobs.storage.sources import TimeRange, columns_used, select_files
+from spark_jobs.storage.sources import TimeRange, select_files
 from tests.helpers import EVENTS, REPO, load, write_defs, write_parquet
 
 DEFS = """
@@ -28,14 +28,14 @@ ROW = {"event_id": "e", "user_id": "u", "kind": "view", "value": 1.0, "ts": date
 
 def _check(tmp_path: Path, filter_column: str = "kind") -> None:
     defs = load(write_defs(tmp_path, DEFS.replace("FILTER_COLUMN", filter_column)), tmp_path / "data")
-    select_files(defs, "events", TimeRange())
+    select_files(defs.source_read("events"), TimeRange())
 
 
 def test_columns_used_reach_through_sql_views_to_the_files() -> None:
     defs = load(REPO / "feature_defs", REPO / "data")
-    named, words = columns_used(defs, "events")  # read by the view `views` (sql/views.sql)
-    assert {"ts", "event_id"} <= named
-    assert {"user_id", "item_id", "duration_s", "event_type"} <= words
+    used = defs.columns_used("events")  # read by the view `views` (sql/views.sql)
+    assert {"ts", "event_id"} <= used.named
+    assert {"user_id", "item_id", "duration_s", "event_type"} <= used.words
 
 
 def test_a_column_added_later_or_unused_and_missing_is_no_drift(tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_footer_bounds_of_nanosecond_files_are_truncated_as_the_engines_read_the
     write_parquet(events / "a.parquet", [{**ROW, "ts": -500}], EVENTS.set(4, pa.field("ts", pa.timestamp("ns"))))
     write_parquet(events / "b.parquet", [{**ROW, "ts": 299_999_999_999}], EVENTS.set(4, pa.field("ts", pa.timestamp("ns"))))
     defs = load(write_defs(tmp_path, DEFS.replace("FILTER_COLUMN", "kind")), tmp_path / "data")
-    _, chosen = select_files(defs, "events", TimeRange(lo=datetime(1970, 1, 1), hi=datetime(1970, 1, 1, 0, 5)))
+    _, chosen = select_files(defs.source_read("events"), TimeRange(lo=datetime(1970, 1, 1), hi=datetime(1970, 1, 1, 0, 5)))
     assert [f.name for f in chosen] == ["a.parquet", "b.parquet"]
-    _, chosen = select_files(defs, "events", TimeRange(lo=datetime(1970, 1, 1, 0, 5)))
+    _, chosen = select_files(defs.source_read("events"), TimeRange(lo=datetime(1970, 1, 1, 0, 5)))
     assert chosen == []

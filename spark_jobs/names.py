@@ -1,0 +1,78 @@
+"""The names tilewise gives to its tables and its reserved columns, spelled once.
+
+Every output table is `{kind}/{name}`: `blocks/{feature_set}`, `snapshots/{feature_set}`,
+`training/{training_set}` and `consistency/{training_set}` (training sets with logged values).
+The reserved columns are those the input files must carry (`impression_id`, the optional
+`feature_watermark`) and those tilewise writes (`{feature_set}_cutoff`, `impression_date`, the
+block columns). Jobs, suites and definitions import them from here, never from one another. No
+Spark import: the definitions' checks use these names too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from spark_jobs.errors import InputDataError
+
+if TYPE_CHECKING:
+    from spark_jobs.defs.models import Definitions
+
+# -- reserved columns ----------------------------------------------------------------------------
+IMPRESSION_ID = "impression_id"  # impressions and label events: the id labels are joined on
+WATERMARK = "feature_watermark"  # impressions, optional: how far the features served were complete
+IMPRESSION_DATE = "impression_date"  # training and consistency tables: the partition column
+EVENT_COUNT = "event_count"  # block tables: the events a block was built from
+BLOCK_SIZE = "block_size"  # block tables: the block's length in seconds
+BLOCK_START = "block_start"  # block tables: the block's first instant
+BLOCK_DATE = "block_date"  # block tables: the date of block_start, the partition column
+BLOCK_PARTITIONS = (BLOCK_SIZE, BLOCK_DATE)
+
+
+def cutoff_column(feature_set: str) -> str:
+    """The training-table column holding where a feature set's windows ended for each row."""
+    return f"{feature_set}_cutoff"
+
+
+# -- tables --------------------------------------------------------------------------------------
+BLOCKS, SNAPSHOTS, TRAINING, CONSISTENCY = "blocks", "snapshots", "training", "consistency"
+
+
+def blocks_table(feature_set: str) -> str:
+    return f"{BLOCKS}/{feature_set}"
+
+
+def snapshot_table(feature_set: str) -> str:
+    return f"{SNAPSHOTS}/{feature_set}"
+
+
+def training_table(training_set: str) -> str:
+    return f"{TRAINING}/{training_set}"
+
+
+def consistency_table(training_set: str) -> str:
+    return f"{CONSISTENCY}/{training_set}"
+
+
+def table_kind(table: str) -> tuple[str, str]:
+    """(kind, name) of a table name such as `training/engagement`."""
+    kind, _, name = table.partition("/")
+    return kind, name
+
+
+def output_tables(defs: Definitions) -> list[str]:
+    """Every table these definitions can write."""
+    return [
+        *(blocks_table(fs) for fs in sorted(defs.feature_sets)),
+        *(snapshot_table(fs) for fs in sorted(defs.feature_sets)),
+        *(training_table(ts) for ts in sorted(defs.training_sets)),
+        *(consistency_table(name) for name, ts in sorted(defs.training_sets.items()) if ts.logged is not None),
+    ]
+
+
+def check_table_name(defs: Definitions, table: str) -> None:
+    """`table` names an output table of these definitions (so it cannot point anywhere else)."""
+    if table not in output_tables(defs):
+        raise InputDataError(
+            f"{table!r} is not a table of these definitions: write {BLOCKS}/<feature_set>, "
+            f"{SNAPSHOTS}/<feature_set>, {TRAINING}/<training_set> or {CONSISTENCY}/<training set with logged values>"
+        )
