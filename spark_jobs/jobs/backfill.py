@@ -253,14 +253,11 @@ def _backfill_range(
         for df in staged[1:]:
             new_blocks = new_blocks.unionByName(df)
         predicate = " OR ".join(lv.predicate() for lv in levels)
-        before_validation = run.validation.get(table)
-        report = gate.audit(
-            run, table, new_blocks, block_suite(list(fs.key), [EVENT_COUNT]), engine=engine.name
+        result = gate.validate_and_publish(
+            run, table, new_blocks, block_suite(list(fs.key), [EVENT_COUNT]),
+            lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY, rebuild=rebuild, lineage=lineage),
+            engine=engine.name, label=label,
         )
-        if before_validation is not None:  # one entry per table: the chunks' time adds up
-            run.validation[table]["seconds"] = round(run.validation[table]["seconds"] + before_validation["seconds"], 3)
-        with run.step(f"{label}: publish {table}"):
-            result = gate.publish(run, report, lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY, rebuild=rebuild, lineage=lineage))
         gate.discard_staged(run)
     dups = counts["in_range"] - counts["timestamp_in_future"] - counts["null_key"] - aggregated
     return {

@@ -55,8 +55,9 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datet
             table = snapshot_table(name)
             staged = stage(engine.spark, run.dir / "staged" / table, out)
             rows = staged.count()
-        report = gate.audit(run, table, staged, snapshot_suite(list(fs.key)), engine=engine.name)
-        with run.step(f"{name}: publish {table}"):
-            result = gate.publish(run, report, lambda: wh.overwrite(table, staged, []))
+        result = gate.validate_and_publish(
+            run, table, staged, snapshot_suite(list(fs.key)), lambda: wh.overwrite(table, staged, []),
+            engine=engine.name, label=name,
+        )
         gate.discard_staged(run)
         run.outputs[table] = {"version": result.version, "rows": rows}

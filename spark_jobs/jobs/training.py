@@ -21,13 +21,15 @@ bucketBy and uses ordinary hash joins (same rows).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from spark_jobs.defs.lineage import training_lineage
+from spark_jobs.defs.lineage import Lineage, training_lineage
 from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import DefinitionError, InputDataError
@@ -40,12 +42,13 @@ from spark_jobs.quality.suites import training_expectations
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_events, reading, truncation_notes
 from spark_jobs.storage.bucketed import bucket_frames, drop_bucketed
-from spark_jobs.storage.tables import Warehouse, stage
+from spark_jobs.storage.tables import Warehouse, WriteResult, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
 from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time
 from spark_jobs.transforms.pit import fill_empty
 from spark_jobs.transforms.sweep import point_in_time, warm_up_in_background
+
 
 def midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day)
@@ -71,39 +74,90 @@ def run(
     warm_up_in_background(engine)
     stats: dict[str, InputStats] = {}
     with reading(stats):  # an engine failure on a source's file names the source and file
-        _build(engine, wh, defs, run, name, start, end, label_cutoff, explain, rebuild, stats)
+        _build(_Build(engine, wh, defs, run, defs.training_sets[name], start, end, stats), label_cutoff, explain, rebuild)
 
 
-def _build(
-    engine: Engine,
-    wh: Warehouse,
-    defs: Definitions,
-    run: Run,
-    name: str,
-    start: date,
-    end: date,
-    label_cutoff: datetime | None,
-    explain: bool,
-    rebuild: bool,
-    stats: dict[str, InputStats],
-) -> None:
-    ts_def = defs.training_sets[name]
-    spark = engine.spark
-    lo, hi = midnight(start), midnight(end)
-    src = defs.sources[ts_def.impressions]
-    lineage = training_lineage(defs, name)
+@dataclass(frozen=True)
+class _Build:
+    """One training-set run: what each of its steps reads."""
+
+    engine: Engine
+    wh: Warehouse
+    defs: Definitions
+    run: Run
+    ts_def: TrainingSet
+    start: date
+    end: date
+    stats: dict[str, InputStats]  # what was read, per source
+
+    @property
+    def name(self) -> str:
+        return self.ts_def.name
+
+    @property
+    def spark(self) -> SparkSession:
+        return self.engine.spark
+
+    @property
+    def lo(self) -> datetime:
+        return midnight(self.start)
+
+    @property
+    def hi(self) -> datetime:
+        return midnight(self.end)
+
+
+@dataclass(frozen=True)
+class _Impressions:
+    """The distinct impressions of [start, end), staged, with what the later steps need of them."""
+
+    rows: DataFrame  # impression_id, _tw_ts, the key columns, the watermark, the logged values
+    count: int
+    key_columns: list[str]
+    watermark: str | None  # the watermark column, when the impressions have one
+    timestamp: str  # the impressions' own time column, the output's name for _tw_ts
+
+
+def _build(b: _Build, label_cutoff: datetime | None, explain: bool, rebuild: bool) -> None:
+    ts_def, run = b.ts_def, b.run
+    lineage = training_lineage(b.defs, b.name)
     if ts_def.logged is not None:
         consistency_report.preload()
     logged_lineage = consistency.lineage(lineage, ts_def) if ts_def.logged else None
     if not rebuild:
-        wh.check_lineage(training_table(name), lineage)  # before any work; checked again when writing
+        b.wh.check_lineage(training_table(b.name), lineage)  # before any work; checked again when writing
         if logged_lineage is not None:
-            wh.check_lineage(consistency_table(name), logged_lineage)
+            b.wh.check_lineage(consistency_table(b.name), logged_lineage)
 
-    with run.step(f"{name}: impressions {start} .. {end}"):
+    imps = _impressions(b)
+    labels, base = _mature(b, imps, label_cutoff)
+    run.inputs["_sources"] = {k: v.as_dict() for k, v in b.stats.items()}
+    run.notes.extend(truncation_notes(b.stats))
+    immature = run.counts[b.name]["immature_not_emitted"]
+    if immature:
+        run.notes.append(f"{immature:,} immature impressions (label window still open) not emitted")
+    refs_by_fs = _refs_by_feature_set(ts_def)
+    features, blocks_read = _features(b, base, imps.watermark, refs_by_fs)
+    try:
+        staged = _assemble(b, base, {"labels": labels, **features}, imps, refs_by_fs, explain)
+        result = _publish(b, staged, blocks_read, lineage, logged_lineage, rebuild)
+    finally:
+        drop_bucketed(b.engine, run.run_id)
+    gate.discard_staged(run)
+    counts = run.counts[b.name]
+    counts["rows_written"] = rows = counts["rows_staged"]
+    run.outputs[training_table(b.name)] = {"version": result.version, "rows": rows}
+
+
+def _impressions(b: _Build) -> _Impressions:
+    """Impressions dated [start, end): null ids and times dropped and counted, one row per
+    impression_id (the earliest wins), staged with the columns the later steps use."""
+    ts_def, run, lo, hi = b.ts_def, b.run, b.lo, b.hi
+    src = b.defs.sources[ts_def.impressions]
+    with run.step(f"{b.name}: impressions {b.start} .. {b.end}"):
         # An impression's time is placed in the finest blocks of every feature set it looks up.
-        block_s = math.gcd(*(defs.feature_sets[fs].block_sizes[0].seconds for fs in ts_def.feature_sets)) or 1
-        raw = read_events(spark, defs.source_read(ts_def.impressions), TimeRange(lo, hi), stats, block_s=block_s)
+        block_s = math.gcd(*(b.defs.feature_sets[fs].block_sizes[0].seconds for fs in ts_def.feature_sets)) or 1
+        raw = read_events(b.spark, b.defs.source_read(ts_def.impressions), TimeRange(lo, hi), b.stats, block_s=block_s)
         if ID not in raw.columns:
             raise InputDataError(f"impressions source {src.name}: column {ID!r} not found")
         watermark = WATERMARK if WATERMARK in raw.columns else None
@@ -119,12 +173,12 @@ def _build(
             ).alias("valid"),
         ).collect()[0]
         imps = dedupe(in_range(raw.filter(F.col(TS).isNotNull() & F.col(ID).isNotNull()), lo, hi), (ID,))
-        key_cols = _impression_key_columns(defs, ts_def)
+        key_cols = _impression_key_columns(b.defs, ts_def)
         missing = [k for k in key_cols if k not in raw.columns]
         if missing:
-            raise InputDataError(f"impressions source {src.name}: key column(s) {missing} not found (training set {name})")
+            raise InputDataError(f"impressions source {src.name}: key column(s) {missing} not found (training set {b.name})")
         keep = [F.col(quote(k)) for k in [ID, TS, *key_cols, *([WATERMARK] if watermark else [])]]
-        imps = stage(spark, run.dir / "work" / "impressions", imps.select(*keep, *_logged_columns(ts_def, raw)))
+        imps = stage(b.spark, run.dir / "work" / "impressions", imps.select(*keep, *_logged_columns(ts_def, raw)))
         n_imps = imps.count()
     # Counted as soon as known, so a run that fails later still reports them in its manifest.
     duplicates = int(c["valid"] or 0) - n_imps
@@ -132,90 +186,119 @@ def _build(
     run.drop("impressions: unparseable timestamp", int(c["bad_ts"] or 0))
     run.drop("impressions: null impression_id", int(c["null_id"] or 0))
     run.drop("impressions: duplicate impression_id", duplicates)
-    counts = run.counts[name] = {
+    run.counts[b.name] = {
         "impressions_read": int(c["read"]),
         "impressions_distinct": n_imps,
         "duplicates": duplicates,
     }
+    return _Impressions(imps, n_imps, key_cols, watermark, src.timestamp)
 
-    with run.step(f"{name}: labels"):
-        labels, cutoffs = _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats)
-        labels = stage(spark, run.dir / "work" / "labels", labels)  # the step's time is the labels' work
+
+def _mature(b: _Build, imps: _Impressions, label_cutoff: datetime | None) -> tuple[DataFrame, DataFrame]:
+    """(the staged labels, the impressions whose every label window closed by its label's cutoff);
+    the others are immature: counted (`immature_not_emitted`), not emitted."""
+    run = b.run
+    with run.step(f"{b.name}: labels"):
+        labels, cutoffs = _labels(b, imps.rows, label_cutoff)
+        labels = stage(b.spark, run.dir / "work" / "labels", labels)  # the step's time is the labels' work
         mature = F.lit(True)
-        for label in ts_def.labels:
+        for label in b.ts_def.labels:
             mature = mature & (F.col(TS) + F.expr(f"INTERVAL {label.within.seconds} SECONDS") <= F.lit(cutoffs[label.name]))
-        base = imps.filter(mature)
-        immature = n_imps - base.count()
+        base = imps.rows.filter(mature)
+        immature = imps.count - base.count()
     run.counts["label_cutoffs"] = {k: str(v) for k, v in cutoffs.items()}
-    counts["immature_not_emitted"] = immature
-    run.inputs["_sources"] = {k: v.as_dict() for k, v in stats.items()}
-    run.notes.extend(truncation_notes(stats))
-    if immature:
-        run.notes.append(f"{immature:,} immature impressions (label window still open) not emitted")
+    run.counts[b.name]["immature_not_emitted"] = immature
+    return labels, base
 
-    frames = {"labels": labels}
-    blocks_read: dict[str, DataFrame] = {}
+
+def _refs_by_feature_set(ts_def: TrainingSet) -> dict[str, list[FeatureRef]]:
     refs_by_fs: dict[str, list[FeatureRef]] = {}
     for ref in ts_def.features:
         refs_by_fs.setdefault(ref.feature_set, []).append(ref)
+    return refs_by_fs
+
+
+def _features(
+    b: _Build, base: DataFrame, watermark: str | None, refs_by_fs: dict[str, list[FeatureRef]]
+) -> tuple[dict[str, DataFrame], dict[str, DataFrame]]:
+    """(feature set -> its staged point-in-time values per impression, feature set -> its block
+    table as read), each block table pinned to the version read here (recorded as an input)."""
+    run = b.run
+    frames: dict[str, DataFrame] = {}
+    blocks_read: dict[str, DataFrame] = {}
     for fs_name, refs in refs_by_fs.items():
-        fs = defs.feature_sets[fs_name]
+        fs = b.defs.feature_sets[fs_name]
         table = blocks_table(fs_name)
-        version = wh.version(table)
+        version = b.wh.version(table)
         if version is None:
             raise InputDataError(
-                f"training set {name} needs {table}, which does not exist: run `tilewise backfill` first"
+                f"training set {b.name} needs {table}, which does not exist: run `tilewise backfill` first"
             )
         run.inputs[table] = {"version": version}
-        with run.step(f"{name}: features from {table} v{version} ({len(refs)} columns)"):
+        with run.step(f"{b.name}: features from {table} v{version} ({len(refs)} columns)"):
             req = base.select(
                 ID, TS, *([WATERMARK] if watermark else []),
-                *[F.col(quote(ts_def.impression_column(k))).alias(k) for k in fs.key],
+                *[F.col(quote(b.ts_def.impression_column(k))).alias(k) for k in fs.key],
             )
-            blocks = blocks_read[fs_name] = wh.read(table, version=version)
+            blocks = blocks_read[fs_name] = b.wh.read(table, version=version)
             # Staged inside the step, so the step's time is the lookup's, and the final join
             # reads small files instead of re-running it.
-            frames[fs_name] = stage(spark, run.dir / "work" / "features" / fs_name, point_in_time(
-                engine, req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark,
-                block_bytes=lambda lo, hi, t=table, v=version: wh.partition_bytes(t, v, BLOCK_DATE, lo, hi)))
+            frames[fs_name] = stage(b.spark, run.dir / "work" / "features" / fs_name, point_in_time(
+                b.engine, req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark,
+                block_bytes=lambda lo, hi, t=table, v=version: b.wh.partition_bytes(t, v, BLOCK_DATE, lo, hi)))
+    return frames, blocks_read
 
-    try:
-        with run.step(f"{name}: join {len(frames)} frames on {ID}"):
-            out = _final_joins(engine, run.run_id, base, frames, explain)
-            for fs_name, refs in refs_by_fs.items():
-                out = fill_empty(out, defs.feature_sets[fs_name], refs)
-            for label in ts_def.labels:
-                out = out.withColumn(label.name, F.coalesce(F.col(label.name), F.lit(0)).cast("int"))
-            out = out.withColumn(DATE, F.to_date(TS))
-            columns = _output_columns(ts_def, key_cols, src.timestamp, watermark, refs_by_fs)
-            out = out.withColumnRenamed(TS, src.timestamp)
-            out = out.select(*[quote(col) for col in columns])
-            table = training_table(name)
-            staged = stage(spark, run.dir / "staged" / table, out)
-            rows = counts["rows_staged"] = staged.count()
 
-        expectations = training_expectations(defs, name, staged.columns)
-        report = gate.audit(run, table, staged, expectations, engine=engine.name)
-        checked = None
-        if ts_def.logged is not None:
-            checked = consistency.measure(engine, defs, run, ts_def, staged, id_column=ID, ts_column=src.timestamp,
-                                          blocks=blocks_read)
-        gate.require(run, report)
-        if checked is not None:
-            consistency.require(run, checked)
-        predicate = f"{DATE} >= DATE'{start}' AND {DATE} < DATE'{end}'"
-        with run.step(f"{name}: publish {table}"):
-            result = gate.publish(run, report, lambda: wh.replace_range(table, staged, predicate, [DATE], rebuild=rebuild, lineage=lineage))
-        if checked is not None:
-            with run.step(f"{name}: publish {checked.table}"):
-                written = wh.replace_range(checked.table, checked.staged, predicate, [DATE], rebuild=rebuild,
-                                           lineage=logged_lineage)
-            run.outputs[checked.table] = {"version": written.version, "rows": len(checked.rows)}
-    finally:
-        drop_bucketed(engine, run.run_id)
-    gate.discard_staged(run)
-    counts["rows_written"] = rows
-    run.outputs[table] = {"version": result.version, "rows": rows}
+def _assemble(
+    b: _Build, base: DataFrame, frames: dict[str, DataFrame], imps: _Impressions,
+    refs_by_fs: dict[str, list[FeatureRef]], explain: bool,
+) -> DataFrame:
+    """The training rows, staged: the impressions joined with the labels and every feature frame,
+    empty windows filled, in the table's column order (the caller drops the bucketed tables)."""
+    ts_def = b.ts_def
+    with b.run.step(f"{b.name}: join {len(frames)} frames on {ID}"):
+        out = _final_joins(b.engine, b.run.run_id, base, frames, explain)
+        for fs_name, refs in refs_by_fs.items():
+            out = fill_empty(out, b.defs.feature_sets[fs_name], refs)
+        for label in ts_def.labels:
+            out = out.withColumn(label.name, F.coalesce(F.col(label.name), F.lit(0)).cast("int"))
+        out = out.withColumn(DATE, F.to_date(TS))
+        columns = _output_columns(ts_def, imps.key_columns, imps.timestamp, imps.watermark, refs_by_fs)
+        out = out.withColumnRenamed(TS, imps.timestamp)
+        out = out.select(*[quote(col) for col in columns])
+        table = training_table(b.name)
+        staged = stage(b.spark, b.run.dir / "staged" / table, out)
+        b.run.counts[b.name]["rows_staged"] = staged.count()
+    return staged
+
+
+def _publish(
+    b: _Build, staged: DataFrame, blocks_read: dict[str, DataFrame], lineage: Lineage,
+    logged_lineage: Lineage | None, rebuild: bool,
+) -> WriteResult:
+    """Validate the staged rows (and, with logged values, their consistency table) and publish
+    both over exactly the dates [start, end), the training table first, only when both passed."""
+    ts_def, run, wh = b.ts_def, b.run, b.wh
+    table = training_table(b.name)
+    predicate = f"{DATE} >= DATE'{b.start}' AND {DATE} < DATE'{b.end}'"
+    checked: list[consistency.Checked] = []
+
+    def measure() -> Callable[[], None]:
+        ts_column = b.defs.sources[ts_def.impressions].timestamp
+        checked.append(consistency.measure(b.engine, b.defs, run, ts_def, staged, id_column=ID, ts_column=ts_column,
+                                           blocks=blocks_read))
+        return lambda: consistency.require(run, checked[0])
+
+    result = gate.validate_and_publish(
+        run, table, staged, training_expectations(b.defs, b.name, staged.columns),
+        lambda: wh.replace_range(table, staged, predicate, [DATE], rebuild=rebuild, lineage=lineage),
+        engine=b.engine.name, label=b.name, alongside=measure if ts_def.logged is not None else None,
+    )
+    for c in checked:
+        with run.step(f"{b.name}: publish {c.table}"):
+            written = wh.replace_range(c.table, c.staged, predicate, [DATE], rebuild=rebuild, lineage=logged_lineage)
+        run.outputs[c.table] = {"version": written.version, "rows": len(c.rows)}
+    return result
 
 
 def _final_joins(engine: Engine, run_id: str, base: DataFrame, frames: dict[str, DataFrame], explain: bool) -> DataFrame:
@@ -258,7 +341,10 @@ def _logged_columns(ts_def: TrainingSet, raw: DataFrame) -> list[Column]:
     ]
 
 
-def _output_columns(ts_def, key_cols, ts_name, watermark, refs_by_fs) -> list[str]:  # type: ignore[no-untyped-def]
+def _output_columns(
+    ts_def: TrainingSet, key_cols: list[str], ts_name: str, watermark: str | None,
+    refs_by_fs: dict[str, list[FeatureRef]],
+) -> list[str]:
     cols = [ID, *key_cols, TS]
     if watermark:
         cols.append(WATERMARK)
@@ -271,17 +357,18 @@ def _output_columns(ts_def, key_cols, ts_name, watermark, refs_by_fs) -> list[st
     return [ts_name if c == TS else c for c in cols]
 
 
-def _labels(spark, defs, run, ts_def, imps, lo, hi, label_cutoff, stats):  # type: ignore[no-untyped-def]
+def _labels(b: _Build, imps: DataFrame, label_cutoff: datetime | None) -> tuple[DataFrame, dict[str, datetime]]:
     """Label columns per impression_id, and each label's maturity cutoff."""
+    spark, run, ts_def, lo, hi = b.spark, b.run, b.ts_def, b.lo, b.hi
     longest = max((lb.within.seconds for lb in ts_def.labels), default=0)
     rng = TimeRange(lo, hi + timedelta(seconds=longest))
-    events = None
+    events: DataFrame | None = None
     cutoffs: dict[str, datetime] = {}
     seen: dict[str, datetime | None] = {}
     for source in sorted({lb.source for lb in ts_def.labels}):
-        read = defs.source_read(source)
+        read = b.defs.source_read(source)
         src = read.source
-        ev = read_events(spark, read, rng, stats)
+        ev = read_events(spark, read, rng, b.stats)
         if ID not in ev.columns:
             raise InputDataError(f"label source {source}: column {ID!r} not found")
         bad = ev.agg(

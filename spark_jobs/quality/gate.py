@@ -1,7 +1,8 @@
 """Write-audit-publish: staged output is validated before it becomes a table's new version.
 
 On failure nothing is published (the table keeps its version), and the staged rows and the
-Great Expectations report stay in the run's folder (`_runs/<run_id>/`).
+Great Expectations report stay in the run's folder (`_runs/<run_id>/`). Every job that writes a
+table stages its rows under `staged/`, then calls `validate_and_publish`, then `discard_staged`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from spark_jobs.storage.tables import WriteResult
 
 
 def audit(run: Run, table: str, df: DataFrame, expectations: Sequence[Mapping[str, Any]], *, engine: str) -> ValidationReport:
-    """Validate `df` (staged output of `table`) and record the outcome in the run."""
+    """Validate `df` (staged output of `table`) and record the outcome in the run: one entry per
+    table, whose time adds up when a run validates the table more than once (a backfill's chunks)."""
     with run.step(f"validate {table} ({len(expectations)} expectations)"):
         report = validate_dataframe(
             df, expectations, suite_name=table.replace("/", "."), report_dir=run.dir / "report"
         )
+    before = run.validation.get(table)
     run.validation[table] = {
         "success": report.success,
         "expectations": len(report.results),
@@ -32,6 +35,8 @@ def audit(run: Run, table: str, df: DataFrame, expectations: Sequence[Mapping[st
         "report": str(report.page_path or report.report_path) if (report.page_path or report.report_path) else None,
         "engine": engine,
     }
+    if before is not None:
+        run.validation[table]["seconds"] = round(run.validation[table]["seconds"] + before["seconds"], 3)
     for line in report.summary_lines():
         run.say(f"  {table}: {line}")
     return report
@@ -54,6 +59,32 @@ def publish(run: Run, report: ValidationReport, write: Callable[[], WriteResult]
     """Run `write` only if `report` passed; otherwise keep everything for inspection and fail."""
     require(run, report)
     return write()
+
+
+def validate_and_publish(
+    run: Run,
+    table: str,
+    staged: DataFrame,
+    expectations: Sequence[Mapping[str, Any]],
+    write: Callable[[], WriteResult],
+    *,
+    engine: str,
+    label: str,
+    alongside: Callable[[], Callable[[], None]] | None = None,
+) -> WriteResult:
+    """Validate the staged rows of `table`; only if they passed, `write` them as its new version.
+
+    `alongside` runs after this validation and before its verdict: checks that must pass with
+    these rows (a training set's logged-value consistency). It returns the check of its own
+    verdict, which raises after this table's verdict did not. Any failure publishes nothing.
+    """
+    report = audit(run, table, staged, expectations, engine=engine)
+    verdict = alongside() if alongside is not None else None
+    require(run, report)
+    if verdict is not None:
+        verdict()
+    with run.step(f"{label}: publish {table}"):
+        return publish(run, report, write)
 
 
 def discard_staged(run: Run) -> None:
