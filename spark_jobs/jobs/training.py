@@ -31,7 +31,7 @@ from spark_jobs.defs.lineage import training_lineage
 from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import DefinitionError, InputDataError
-from spark_jobs.jobs import consistency
+from spark_jobs.jobs import consistency, timeline
 from spark_jobs.jobs.backfill import table_name as blocks_table
 from spark_jobs.quality import consistency_report, gate
 from spark_jobs.jobs.validate import WATERMARK, training_expectations
@@ -183,7 +183,8 @@ def _build(
             # reads small files instead of re-running it.
             frames[fs_name] = stage(spark, run.dir / "work" / "features" / fs_name, point_in_time(
                 engine, req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark,
-                block_bytes=lambda lo, hi, t=table, v=version: wh.partition_bytes(t, v, "block_date", lo, hi)))
+                block_bytes=lambda lo, hi, t=table, v=version: wh.partition_bytes(t, v, "block_date", lo, hi),
+                timeline=timeline.for_lookup(engine, wh, run, fs_name, table, version)))
 
     try:
         with run.step(f"{name}: join {len(frames)} frames on {ID}"):

@@ -21,7 +21,7 @@ from spark_jobs.storage.vacuum import Freed, vacuum_runs, vacuum_table
 def output_tables(defs: Definitions) -> list[str]:
     """Every table these definitions can write."""
     return [
-        *(f"{kind}/{fs}" for kind in ("blocks", "snapshots") for fs in sorted(defs.feature_sets)),
+        *(f"{kind}/{fs}" for kind in ("blocks", "timelines", "snapshots") for fs in sorted(defs.feature_sets)),
         *(f"training/{ts}" for ts in sorted(defs.training_sets)),
         *(f"consistency/{name}" for name, ts in sorted(defs.training_sets.items()) if ts.logged is not None),
     ]

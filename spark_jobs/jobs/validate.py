@@ -11,7 +11,7 @@ from spark_jobs.defs.models import Definitions
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError, ValidationFailed
 from spark_jobs.quality import gate
-from spark_jobs.quality.suites import block_suite, consistency_suite, snapshot_suite, training_suite, user_suite
+from spark_jobs.quality.suites import block_suite, consistency_suite, snapshot_suite, timeline_suite, training_suite, user_suite
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.tables import Warehouse
 from spark_jobs.transforms.blocks import EVENT_COUNT
@@ -44,13 +44,13 @@ def check_table_name(defs: Definitions, table: str) -> None:
     known: Collection[str] = {}
     if kind == "training":
         known = defs.training_sets
-    elif kind in ("blocks", "snapshots"):
+    elif kind in ("blocks", "timelines", "snapshots"):
         known = defs.feature_sets
     elif kind == "consistency":
         known = {n for n, t in defs.training_sets.items() if t.logged is not None}
     if name not in known:
         raise InputDataError(
-            f"{table!r} is not a table of these definitions: write blocks/<feature_set>, "
+            f"{table!r} is not a table of these definitions: write blocks/<feature_set>, timelines/<feature_set>, "
             "snapshots/<feature_set>, training/<training_set> or consistency/<training set with logged values>"
         )
 
@@ -60,6 +60,8 @@ def expectations_for(defs: Definitions, table: str, columns: list[str]) -> list[
     kind, _, name = table.partition("/")
     if kind == "blocks":
         return block_suite(list(defs.feature_sets[name].key), [EVENT_COUNT])
+    if kind == "timelines":
+        return timeline_suite(list(defs.feature_sets[name].key), "day")
     if kind == "snapshots":
         return snapshot_suite(list(defs.feature_sets[name].key))
     if kind == "consistency":

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from spark_jobs.errors import DefinitionError
 
-__all__ = ["block_suite", "consistency_suite", "training_suite", "snapshot_suite", "user_suite"]
+__all__ = ["block_suite", "consistency_suite", "training_suite", "snapshot_suite", "timeline_suite", "user_suite"]
 
 Spec = dict[str, Any]
 
@@ -54,6 +54,12 @@ def block_suite(key_columns: Sequence[str], count_columns: Sequence[str]) -> lis
         _unique(primary),
         *_non_negative(count_columns),
     ]
+
+
+def timeline_suite(key_columns: Sequence[str], day_column: str) -> list[Spec]:
+    """Checks for ``timelines/{feature_set}``: keys present, one row per key and day."""
+    primary = [*key_columns, day_column]
+    return [*(_not_null(c) for c in primary), _unique(primary)]
 
 
 def training_suite(
