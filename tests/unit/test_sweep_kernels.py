@@ -196,3 +196,24 @@ def test_timeline_rows_of_unequal_lists_are_refused() -> None:
         assert "other lengths" in str(e)
     else:
         raise AssertionError("unequal timeline lists were accepted")
+
+
+def test_best_rank_over_long_ranges_equals_a_scan() -> None:
+    """min/max read whole runs of rows from `chunk_best`: the same rows as a plain scan, over
+    ranges shorter and far longer than a chunk, at any offset, with NULL ranks (-1) and ties."""
+    import numpy as np
+
+    from spark_jobs.kernels import sweep
+
+    rng = np.random.default_rng(5)
+    rank = rng.integers(-1, 40, 1000)
+    rank[300:500] = -1
+    lo = rng.integers(0, 1000, 400)
+    hi = np.minimum(1000, lo + rng.integers(0, 700, 400))
+    ptr = np.arange(401, dtype=np.int64)
+    for largest in (False, True):
+        got = sweep.best_rank(ptr, lo, hi, rank, largest, sweep.chunk_best(rank, largest))
+        for i in range(400):
+            rows = [r for r in range(lo[i], hi[i]) if rank[r] >= 0]
+            want = -1 if not rows else (max if largest else min)(rows, key=lambda r: (rank[r], -r) if largest else (rank[r], r))
+            assert got[i] == want, (i, largest)
