@@ -14,7 +14,7 @@ reads the blocks, which gives the same values more slowly, and says so in the ru
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from pyspark.sql import DataFrame
@@ -71,13 +71,12 @@ def follow(
         rows = build_timeline(finest, fs)
         if not whole and wh.exists(table) and _columns(wh.read(table)) != _columns(rows):
             whole = True  # the timeline's columns are another definition's: derive it all again
-        predicate = "true"
+        predicate, what = "true", "every day"
         if not whole:
             assert lo is not None and hi is not None
             first, last = _day(lo), _day(hi - 1)
-            predicate = f"{DAY} >= DATE'{first}' AND {DAY} <= DATE'{last}'"
+            predicate, what = f"{DAY} >= DATE'{first}' AND {DAY} <= DATE'{last}'", f"days {first} .. {last}"
             rows = build_timeline(finest.filter(F.col("block_date").between(F.lit(first), F.lit(last))), fs)
-        what = "every day" if whole else predicate.replace(f"{DAY} ", "days ", 1)
         with run.step(f"{label}: timeline of {blocks_table} v{blocks_version} ({what})"):
             staged = stage(engine.spark, run.dir / "staged" / table, rows)
             blocks_in = finest if whole else finest.filter(F.expr(predicate.replace(DAY, "block_date")))
@@ -127,5 +126,5 @@ def _columns(df: DataFrame) -> dict[str, str]:
     return {f.name: f.dataType.simpleString() for f in df.schema.fields}
 
 
-def _day(epoch: int) -> Any:
+def _day(epoch: int) -> date:
     return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=epoch)).date()
