@@ -1,7 +1,8 @@
 """The names tilewise gives to its tables and its reserved columns, spelled once.
 
-Every output table is `{kind}/{name}`: `blocks/{feature_set}`, `snapshots/{feature_set}`,
-`training/{training_set}` and `consistency/{training_set}` (training sets with logged values).
+Every output table is `{kind}/{name}`: `blocks/{feature_set}`, `timelines/{feature_set}`,
+`snapshots/{feature_set}`, `training/{training_set}` and `consistency/{training_set}` (training
+sets with logged values).
 The reserved columns are those the input files must carry (`impression_id`, the optional
 `feature_watermark`) and those tilewise writes (`{feature_set}_cutoff`, `impression_date`, the
 block columns). Jobs, suites and definitions import them from here, never from one another. No
@@ -26,6 +27,7 @@ BLOCK_SIZE = "block_size"  # block tables: the block's length in seconds
 BLOCK_START = "block_start"  # block tables: the block's first instant
 BLOCK_DATE = "block_date"  # block tables: the date of block_start, the partition column
 BLOCK_PARTITIONS = (BLOCK_SIZE, BLOCK_DATE)
+TIMELINE_DAY = "day"  # timeline tables: the day a row's finest blocks start in, the partition column
 
 
 def cutoff_column(feature_set: str) -> str:
@@ -34,11 +36,15 @@ def cutoff_column(feature_set: str) -> str:
 
 
 # -- tables --------------------------------------------------------------------------------------
-BLOCKS, SNAPSHOTS, TRAINING, CONSISTENCY = "blocks", "snapshots", "training", "consistency"
+BLOCKS, TIMELINES, SNAPSHOTS, TRAINING, CONSISTENCY = "blocks", "timelines", "snapshots", "training", "consistency"
 
 
 def blocks_table(feature_set: str) -> str:
     return f"{BLOCKS}/{feature_set}"
+
+
+def timeline_table(feature_set: str) -> str:
+    return f"{TIMELINES}/{feature_set}"
 
 
 def snapshot_table(feature_set: str) -> str:
@@ -63,6 +69,7 @@ def output_tables(defs: Definitions) -> list[str]:
     """Every table these definitions can write."""
     return [
         *(blocks_table(fs) for fs in sorted(defs.feature_sets)),
+        *(timeline_table(fs) for fs in sorted(defs.feature_sets)),
         *(snapshot_table(fs) for fs in sorted(defs.feature_sets)),
         *(training_table(ts) for ts in sorted(defs.training_sets)),
         *(consistency_table(name) for name, ts in sorted(defs.training_sets.items()) if ts.logged is not None),
@@ -74,5 +81,5 @@ def check_table_name(defs: Definitions, table: str) -> None:
     if table not in output_tables(defs):
         raise InputDataError(
             f"{table!r} is not a table of these definitions: write {BLOCKS}/<feature_set>, "
-            f"{SNAPSHOTS}/<feature_set>, {TRAINING}/<training_set> or {CONSISTENCY}/<training set with logged values>"
+            f"{TIMELINES}/<feature_set>, {SNAPSHOTS}/<feature_set>, {TRAINING}/<training_set> or {CONSISTENCY}/<training set with logged values>"
         )

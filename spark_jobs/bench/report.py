@@ -126,8 +126,10 @@ def markdown(r: dict[str, Any]) -> str:
             "|---|---|---|---|",
             f"| equi-join to one value per key (floor) | {p['impressions']:,} | {_fmt(p['floor_s'])} | "
             f"{_fmt(1000 * p['floor_s'] / p['impressions'], 4)} |",
-            f"| tilewise lookup (sorted sweep) | {p['impressions']:,} | {_fmt(p['pit_s'])} | "
+            f"| tilewise lookup (sorted sweep over the timeline) | {p['impressions']:,} | {_fmt(p['pit_s'])} | "
             f"{_fmt(1000 * p['pit_s_per_impression'], 4)} |",
+            *([f"| the same sweep over the block rows of every size | {p['impressions']:,} | {_fmt(p['pit_blocks_s'])} | "
+               f"{_fmt(1000 * p['pit_blocks_s'] / p['impressions'], 4)} |"] if "pit_blocks_s" in p else []),
             *([f"| SQL window assembly (the reference) | {p['impressions']:,} | {_fmt(p['pit_sql_s'])} | "
                f"{_fmt(1000 * p['pit_sql_s'] / p['impressions'], 4)} |"] if "pit_sql_s" in p else []),
             f"| naive range join to raw events | {p['naive_impressions']:,} | {_fmt(p['naive_s'])} | "

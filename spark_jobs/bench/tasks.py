@@ -176,7 +176,7 @@ def _impressions(engine: Any, defs: Any, lo: datetime, hi: datetime, keys: list[
 def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    from spark_jobs.jobs import snapshot
+    from spark_jobs.jobs import snapshot, timeline
     from spark_jobs.jobs.runner import warehouse_for
     from spark_jobs.storage.tables import stage
     from spark_jobs.transforms.events import TS
@@ -199,6 +199,9 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     n = base.count()
     floor_values = stage(engine.spark, _scratch(wh, "pit-floor-values"), wh.read("snapshots/user_7d").select("user_id", *columns))
     blocks = wh.read("blocks/user_7d")
+    # The timeline the backfill derives beside the blocks (here for the copied block table).
+    _job(engine, defs, "backfill", lambda e, w, d, r: timeline.follow(e, w, r, fs, "blocks/user_7d", w.version("blocks/user_7d")))
+    tl = wh.read("timelines/user_7d", version=timeline.in_step(wh, fs.name, wh.version("blocks/user_7d")))
     every = max(1, -(-n // sizes.naive_pit_impressions))
     subset = f"pmod(xxhash64({ID}), {every}) = 0"
     naive_base = stage(engine.spark, _scratch(wh, "pit-naive-impressions"), base.filter(subset))
@@ -206,6 +209,9 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     events = events_between(engine.spark, defs, fs, midnight(START), end)
 
     def pit() -> Any:
+        return fill_empty(point_in_time(engine, base, blocks, fs, refs, id_column=ID, ts=TS, watermark=WATERMARK, timeline=tl), fs, refs)
+
+    def pit_blocks() -> Any:  # the same sweep over the block rows of every size (no timeline)
         return fill_empty(point_in_time(engine, base, blocks, fs, refs, id_column=ID, ts=TS, watermark=WATERMARK), fs, refs)
 
     def pit_sql() -> Any:  # the SQL assembly: the reference the sweep is tested against
@@ -222,13 +228,13 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     scalar_cols = [r.column for r in scalar]
 
     def pit_scalar() -> Any:
-        return fill_empty(point_in_time(engine, base, blocks, fs, scalar, id_column=ID, ts=TS, watermark=WATERMARK), fs, scalar)
+        return fill_empty(point_in_time(engine, base, blocks, fs, scalar, id_column=ID, ts=TS, watermark=WATERMARK, timeline=tl), fs, scalar)
 
     def floor_scalar() -> Any:
         return base.select(ID, "user_id").join(floor_values, on="user_id", how="left").select(ID, *scalar_cols)
 
     times: dict[str, list[float]] = {}
-    variants = [("floor", floor), ("pit", pit), ("pit_sql", pit_sql), ("naive", naive), ("floor_scalar", floor_scalar),
+    variants = [("floor", floor), ("pit", pit), ("pit_blocks", pit_blocks), ("pit_sql", pit_sql), ("naive", naive), ("floor_scalar", floor_scalar),
                 ("pit_scalar", pit_scalar)]
     for r in range(sizes.repeats):
         for name, build in (variants if r % 2 == 0 else variants[::-1]):
@@ -248,6 +254,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
         "floor_s": med["floor"],
         "pit_s": med["pit"],
         "pit_sql_s": med["pit_sql"],
+        "pit_blocks_s": med["pit_blocks"],
         "naive_s": med["naive"],
         "scalar_features": len(scalar_cols),
         "floor_scalar_s": med["floor_scalar"],

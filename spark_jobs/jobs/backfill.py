@@ -29,6 +29,7 @@ from spark_jobs.defs.lineage import block_lineage, fingerprint
 from spark_jobs.defs.models import Definitions, FeatureSet
 from spark_jobs.engine.profile import Profile, parse_bytes
 from spark_jobs.engine.session import Engine
+from spark_jobs.jobs import timeline
 from spark_jobs.jobs.progress import Progress
 from spark_jobs.plan.chunks import DAY, Chunk, auto_step_days, plan_chunks
 from spark_jobs.errors import InputDataError
@@ -181,6 +182,7 @@ def backfill_feature_set(
         finally:
             progress.close()
         totals["progress"] = progress.numbers()
+        timeline.follow(engine, wh, run, fs, table, wh.version(table))  # chunks kept from a run that stopped before it
     if untimed is not None:
         totals["events_read"] = untimed["rows_read"]
         for reason in UNTIMED:
@@ -259,6 +261,7 @@ def _backfill_range(
             engine=engine.name, label=label,
         )
         gate.discard_staged(run)
+        timeline.follow(engine, wh, run, fs, table, result.version, lo=levels[0].lo, hi=levels[0].hi, rebuild=rebuild, label=label)
     dups = counts["in_range"] - counts["timestamp_in_future"] - counts["null_key"] - aggregated
     return {
         "result": result,

@@ -33,7 +33,7 @@ from spark_jobs.defs.lineage import Lineage, training_lineage
 from spark_jobs.defs.models import Definitions, FeatureRef, TrainingSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import DefinitionError, InputDataError
-from spark_jobs.jobs import consistency
+from spark_jobs.jobs import consistency, timeline
 from spark_jobs.names import IMPRESSION_DATE as DATE
 from spark_jobs.names import IMPRESSION_ID as ID
 from spark_jobs.names import BLOCK_DATE, WATERMARK, blocks_table, consistency_table, cutoff_column, training_table
@@ -245,7 +245,8 @@ def _features(
             # reads small files instead of re-running it.
             frames[fs_name] = stage(b.spark, run.dir / "work" / "features" / fs_name, point_in_time(
                 b.engine, req, blocks, fs, refs, id_column=ID, ts=TS, watermark=watermark,
-                block_bytes=lambda lo, hi, t=table, v=version: b.wh.partition_bytes(t, v, BLOCK_DATE, lo, hi)))
+                block_bytes=lambda lo, hi, t=table, v=version: b.wh.partition_bytes(t, v, BLOCK_DATE, lo, hi),
+                timeline=timeline.for_lookup(b.engine, b.wh, run, fs_name, table, version)))
     return frames, blocks_read
 
 

@@ -26,6 +26,7 @@ from spark_jobs.kernels import sweep
 LEVEL = "_tw_level"  # block rows: index of the block size (0 = finest); impression rows: -1
 T = "_tw_t"  # block rows: block start; impression rows: floor_g(t) (epoch seconds)
 END = "_tw_end"  # impression rows: end of every window (epoch seconds)
+STARTS = "_tw_starts"  # timeline rows: the starts of a (key, day)'s finest blocks, parts alongside
 BATCH_ROWS = 1 << 16
 
 
@@ -65,6 +66,7 @@ class SweepPlan:
     sizes: tuple[int, ...]  # block sizes in seconds, finest first
     id_column: str
     refs: tuple[RefSpec, ...]
+    timeline: bool = False  # block rows are timeline rows (`from_timeline`); `sizes` is the finest only
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         received = list(batches)
@@ -73,6 +75,8 @@ class SweepPlan:
         table = pa.Table.from_batches(received)
         if table.num_rows == 0:
             return
+        if self.timeline:
+            table = from_timeline(table, self.keys)
         out = sweep_table(self, table)
         yield from out.to_batches(max_chunksize=BATCH_ROWS)
 
@@ -100,6 +104,58 @@ def warm_up() -> None:
                            ("last_n", ("a",)), ("approx_count_distinct", ("h",)), ("approx_quantile", ("q",)))
     )
     sweep_table(SweepPlan(("k",), (300, 3600), "id", refs), table)
+    lists = {c: pa.array([[table.column(c)[0].as_py()], None], pa.list_(table.schema.field(c).type))
+             for c in ("n", "s", "m", "a", "h", "q")}
+    timeline = table.drop_columns(list(lists)).set_column(2, T, pa.array([None, 300], pa.int64()))
+    timeline = timeline.append_column(STARTS, pa.array([[0], None], pa.list_(pa.int64())))
+    for c, v in lists.items():
+        timeline = timeline.append_column(c, v)
+    sweep_table(SweepPlan(("k",), (300,), "id", refs), from_timeline(timeline, ("k",)))
+
+
+def from_timeline(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """Timeline rows (one per key and day: `STARTS` and every part as parallel lists) as block
+    rows of the finest level, followed by the impression rows, in the form `sweep_table` reads.
+
+    The lists are flattened, not copied element by element: a part's values are its list's
+    values (for list-valued parts, the inner lists, offsets and all). Impression rows keep their
+    columns; their parts become NULL of the flattened type.
+    """
+    level = _ints(table.column(LEVEL))
+    imp_rows = pa.array(np.flatnonzero(level < 0))
+    starts = table.column(STARTS).combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(starts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    owner = pa.array(np.repeat(np.arange(table.num_rows), lengths))
+    n_blocks = int(lengths.sum())
+    parts = [c for c in table.column_names if c not in (*keys, LEVEL, T, END, STARTS) and _is_list(table.schema.field(c).type)]
+    imps = table.take(imp_rows)
+    columns: dict[str, pa.ChunkedArray] = {}
+    for name in table.column_names:
+        if name == STARTS:
+            continue
+        if name in keys:
+            block_col = table.column(name).take(owner)
+        elif name == LEVEL:
+            block_col = pa.chunked_array([pa.array(np.zeros(n_blocks, np.int32))])
+        elif name == T:
+            block_col = pa.chunked_array([starts.flatten()])
+        elif name in parts:
+            col = table.column(name).combine_chunks()
+            mismatch = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False) != lengths
+            if mismatch.any():
+                raise ValueError(f"timeline column {name} has lists of other lengths than {STARTS}")
+            block_col = pa.chunked_array([col.flatten()])
+        else:  # END, the impression id
+            block_col = pa.chunked_array([pa.nulls(n_blocks, table.schema.field(name).type)])
+        imp_col = imps.column(name)
+        if name in parts:
+            imp_col = pa.chunked_array([pa.nulls(imps.num_rows, block_col.type)])
+        columns[name] = pa.chunked_array(block_col.chunks + imp_col.chunks, type=block_col.type)
+    return pa.table(columns)
+
+
+def _is_list(dtype: pa.DataType) -> bool:
+    return pa.types.is_list(dtype) or pa.types.is_large_list(dtype)
 
 
 def key_ids(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
@@ -172,7 +228,7 @@ def sweep_table(plan: SweepPlan, table: pa.Table) -> pa.Table:
     start = _ints(table.column(T))
     block_rows = np.flatnonzero(level >= 0)
     imp_rows = np.flatnonzero(level < 0)
-    order = block_rows[np.lexsort((start[block_rows], level[block_rows], keys[block_rows]))]
+    order = block_rows[_block_order(keys[block_rows], level[block_rows], start[block_rows], len(plan.sizes))]
     blocks = Blocks(table, order)
     b_key, b_start = keys[order], start[order]
     n_levels = len(plan.sizes)
@@ -203,6 +259,19 @@ def sweep_table(plan: SweepPlan, table: pa.Table) -> pa.Table:
     return pa.table(columns)
 
 
+def _block_order(key: np.ndarray, level: np.ndarray, start: np.ndarray, n_levels: int) -> np.ndarray:
+    """The permutation sorting block rows by (key, level, start): one int64 argsort of a combined
+    code when it fits in 62 bits (it always does for days of blocks), else a lexsort."""
+    if len(key) == 0:
+        return np.zeros(0, np.int64)
+    first = int(start.min())
+    span = int(start.max()) - first + 1
+    if (int(key.max()) + 2) * n_levels * span < 1 << 62:
+        code = ((key + 1) * n_levels + level) * span + (start - first)
+        return np.argsort(code, kind="stable")
+    return np.lexsort((start, level, key))
+
+
 class Blocks:
     """A partition's block columns as the kernels read them, in sorted order, each prepared once
     (a part is usually read by several windows)."""
@@ -223,6 +292,15 @@ class Blocks:
 
     def ints(self, name: str) -> np.ndarray:
         return self._once("ints", name, lambda: _ints(self.column(name))[self.order])
+
+    def chunk_best(self, name: str, largest: bool) -> np.ndarray:
+        return self._once("chunk_best" + "max" * largest, name, lambda: sweep.chunk_best(self.ranks(name), largest))
+
+    def prefix_int(self, name: str) -> np.ndarray:
+        return self._once("prefix_int", name, lambda: sweep.prefix_int(self.ints(name)))
+
+    def prefix_decimal(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._once("prefix_decimal", name, lambda: sweep.prefix_decimal(*self.decimal_words(name)))
 
     def decimal_words(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,21 +368,24 @@ def _combine(ref: RefSpec, win: Window, sl: Sliding, starts: np.ndarray, blocks:
     ptr, lo, hi = win.ptr, win.lo, win.hi
     part = ref.parts[0]
     if agg == "count":
-        return [pa.array(sweep.sum_int(ptr, lo, hi, blocks.ints(part)), type=pa.int64())]
+        return [pa.array(sweep.sum_int(ptr, lo, hi, blocks.prefix_int(part)), type=pa.int64())]
     if agg in ("sum", "avg"):
-        low, high, valid = blocks.decimal_words(part)
-        s_low, s_high, s_valid = sweep.sum_decimal(ptr, lo, hi, low, high, valid)
+        s_low, s_high, s_valid = sweep.sum_decimal(ptr, lo, hi, *blocks.prefix_decimal(part))
         s = _decimal_array(s_low, s_high, s_valid, blocks.column(part).type)
         if agg == "sum":
             return [s]
-        return [s, pa.array(sweep.sum_int(ptr, lo, hi, blocks.ints(ref.parts[1])), type=pa.int64())]
+        return [s, pa.array(sweep.sum_int(ptr, lo, hi, blocks.prefix_int(ref.parts[1])), type=pa.int64())]
     if agg in ("min", "max"):
-        best = sweep.best_rank(ptr, lo, hi, blocks.ranks(part), agg == "max")
+        rank = blocks.ranks(part)
+        best = sweep.best_rank(ptr, lo, hi, rank, agg == "max", blocks.chunk_best(part, agg == "max"))
         return [blocks.take(part, best)]
     if agg == "last_n":
         n = ref.n or 0
         first, last, values = blocks.list_bounds(part)
-        length, pos = sweep.newest(ptr, lo, hi, starts, first, last, n)
+        if sl.n_levels == 1:  # one block size: each cover is one run of rows sorted by start
+            length, pos = sweep.newest_sorted(ptr, lo, hi, first, last, n)
+        else:
+            length, pos = sweep.newest(ptr, lo, hi, starts, first, last, n)
         flat = pos.reshape(-1, n)[np.arange(n) < length[:, None]]
         return [_lists(values, flat, length)]
     if agg == "approx_count_distinct":

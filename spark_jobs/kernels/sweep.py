@@ -109,22 +109,56 @@ def cover_csr(imp_key, imp_a, imp_b, starts, seg, sizes):  # type: ignore[no-unt
 
 
 @jit
-def sum_int(ptr, lo, hi, part):  # type: ignore[no-untyped-def]
-    """Sum of an integer part (NULLs stored as 0) over each impression's cover."""
+def prefix_int(part):  # type: ignore[no-untyped-def]
+    """prefix[r] = part[0] + ... + part[r - 1]: the sum of rows [lo, hi) is prefix[hi] - prefix[lo]."""
+    out = np.zeros(part.shape[0] + 1, np.int64)
+    for r in range(part.shape[0]):
+        out[r + 1] = out[r] + part[r]
+    return out
+
+
+@jit
+def sum_int(ptr, lo, hi, prefix):  # type: ignore[no-untyped-def]
+    """Sum of an integer part (NULLs stored as 0) over each impression's cover, from its prefix
+    sums (`prefix_int`): one subtraction per cover range, however many rows it holds."""
     n = ptr.shape[0] - 1
     out = np.zeros(n, np.int64)
     for i in range(n):
         t = 0
         for j in range(ptr[i], ptr[i + 1]):
-            for r in range(lo[j], hi[j]):
-                t += part[r]
+            t += prefix[hi[j]] - prefix[lo[j]]
         out[i] = t
     return out
 
 
 @jit
-def sum_decimal(ptr, lo, hi, low, high, valid):  # type: ignore[no-untyped-def]
-    """Exact sum of a DECIMAL(38, s) part given as two's-complement 64-bit words (low, high).
+def prefix_decimal(low, high, valid):  # type: ignore[no-untyped-def]
+    """Prefix sums of a DECIMAL(38, s) part given as two's-complement 64-bit words (NULL rows
+    add nothing), with the number of non-NULL rows. The words wrap modulo 2^128, so a range's
+    difference is exact whenever its own sum fits, as SQL's sum requires."""
+    n = low.shape[0]
+    p_low = np.zeros(n + 1, np.uint64)
+    p_high = np.zeros(n + 1, np.int64)
+    p_valid = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        acc_low = p_low[r]
+        acc_high = p_high[r]
+        seen = p_valid[r]
+        if valid[r]:
+            new_low = acc_low + low[r]
+            carry = np.int64(1) if new_low < acc_low else np.int64(0)
+            acc_high = acc_high + high[r] + carry
+            acc_low = new_low
+            seen += 1
+        p_low[r + 1] = acc_low
+        p_high[r + 1] = acc_high
+        p_valid[r + 1] = seen
+    return p_low, p_high, p_valid
+
+
+@jit
+def sum_decimal(ptr, lo, hi, p_low, p_high, p_valid):  # type: ignore[no-untyped-def]
+    """Exact sum of a DECIMAL(38, s) part over each impression's cover, from `prefix_decimal`.
 
     Like SQL `sum`, NULL parts are skipped and the result is NULL when every part was.
     """
@@ -135,35 +169,70 @@ def sum_decimal(ptr, lo, hi, low, high, valid):  # type: ignore[no-untyped-def]
     for i in range(n):
         acc_low = np.uint64(0)
         acc_high = np.int64(0)
-        seen = False
+        seen = 0
         for j in range(ptr[i], ptr[i + 1]):
-            for r in range(lo[j], hi[j]):
-                if valid[r]:
-                    new_low = acc_low + low[r]
-                    carry = np.int64(1) if new_low < acc_low else np.int64(0)
-                    acc_high = acc_high + high[r] + carry
-                    acc_low = new_low
-                    seen = True
+            a, b = lo[j], hi[j]
+            d_low = p_low[b] - p_low[a]
+            borrow = np.int64(1) if p_low[b] < p_low[a] else np.int64(0)
+            d_high = p_high[b] - p_high[a] - borrow
+            new_low = acc_low + d_low
+            carry = np.int64(1) if new_low < acc_low else np.int64(0)
+            acc_high = acc_high + d_high + carry
+            acc_low = new_low
+            seen += p_valid[b] - p_valid[a]
         out_low[i] = acc_low
         out_high[i] = acc_high
-        out_valid[i] = seen
+        out_valid[i] = seen > 0
     return out_low, out_high, out_valid
 
 
+CHUNK = 64  # rows per precomputed best in `best_rank`
+
+
 @jit
-def best_rank(ptr, lo, hi, rank, largest):  # type: ignore[no-untyped-def]
-    """Row of the smallest (or largest) non-NULL rank (rank < 0 is NULL) per impression, -1 if none."""
+def _better(rank, a, b, largest):  # type: ignore[no-untyped-def]
+    """The better of rows a and b (either may be -1: none); ties keep a."""
+    if b < 0 or rank[b] < 0:
+        return a
+    if a < 0 or rank[a] < 0:
+        return b
+    if largest:
+        return b if rank[b] > rank[a] else a
+    return b if rank[b] < rank[a] else a
+
+
+@jit
+def chunk_best(rank, largest):  # type: ignore[no-untyped-def]
+    """Row of the best non-NULL rank in each run of CHUNK rows (-1 if none)."""
+    n = rank.shape[0]
+    out = np.full((n + CHUNK - 1) // CHUNK, -1, np.int64)
+    for r in range(n):
+        c = r // CHUNK
+        out[c] = _better(rank, out[c], r, largest)
+    return out
+
+
+@jit
+def best_rank(ptr, lo, hi, rank, largest, chunks):  # type: ignore[no-untyped-def]
+    """Row of the smallest (or largest) non-NULL rank (rank < 0 is NULL) per impression, -1 if none.
+
+    Whole runs of CHUNK rows inside a range are read from `chunks` (`chunk_best`), so a range
+    of m rows costs about m / CHUNK + 2 * CHUNK steps. Ties keep the first row, as a scan would.
+    """
     n = ptr.shape[0] - 1
     out = np.full(n, -1, np.int64)
     for i in range(n):
         best = -1
         for j in range(ptr[i], ptr[i + 1]):
-            for r in range(lo[j], hi[j]):
-                x = rank[r]
-                if x < 0:
-                    continue
-                if best < 0 or (x > rank[best] if largest else x < rank[best]):
-                    best = r
+            r = lo[j]
+            end = hi[j]
+            while r < end:
+                if r % CHUNK == 0 and r + CHUNK <= end:
+                    best = _better(rank, best, chunks[r // CHUNK], largest)
+                    r += CHUNK
+                else:
+                    best = _better(rank, best, r, largest)
+                    r += 1
         out[i] = best
     return out
 
@@ -205,6 +274,28 @@ def newest(ptr, lo, hi, starts, first, last, n):  # type: ignore[no-untyped-def]
             for p in range(first[r], min(last[r], first[r] + n - k)):
                 pos[i * n + k] = p
                 k += 1
+            if k == n:
+                break
+        length[i] = k
+    return length, pos
+
+
+@jit
+def newest_sorted(ptr, lo, hi, first, last, n):  # type: ignore[no-untyped-def]
+    """`newest` for covers that are one run of rows sorted by start (a single block size, as the
+    timeline gives): the rows are read from the last back, and only until `n` entries are found."""
+    count = ptr.shape[0] - 1
+    length = np.zeros(count, np.int64)
+    pos = np.zeros(count * n, np.int64)
+    for i in range(count):
+        k = 0
+        for j in range(ptr[i + 1] - 1, ptr[i] - 1, -1):
+            r = hi[j] - 1
+            while r >= lo[j] and k < n:
+                for p in range(first[r], min(last[r], first[r] + n - k)):
+                    pos[i * n + k] = p
+                    k += 1
+                r -= 1
             if k == n:
                 break
         length[i] = k

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from spark_jobs.aggregations import REGISTRY
 from spark_jobs.errors import DefinitionError
 from spark_jobs.names import (
-    BLOCK_SIZE, BLOCK_START, BLOCKS, CONSISTENCY, EVENT_COUNT, IMPRESSION_DATE, IMPRESSION_ID, SNAPSHOTS, WATERMARK,
-    cutoff_column, table_kind,
+    BLOCK_SIZE, BLOCK_START, BLOCKS, CONSISTENCY, EVENT_COUNT, IMPRESSION_DATE, IMPRESSION_ID, SNAPSHOTS, TIMELINE_DAY,
+    TIMELINES, WATERMARK, cutoff_column, table_kind,
 )
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "block_suite", "consistency_suite", "training_suite", "snapshot_suite", "user_suite", "training_expectations",
-    "table_suite",
+    "table_suite", "timeline_suite",
 ]
 
 Spec = dict[str, Any]
@@ -60,6 +60,12 @@ def block_suite(key_columns: Sequence[str], count_columns: Sequence[str]) -> lis
         _unique(primary),
         *_non_negative(count_columns),
     ]
+
+
+def timeline_suite(key_columns: Sequence[str], day_column: str) -> list[Spec]:
+    """Checks for ``timelines/{feature_set}``: keys present, one row per key and day."""
+    primary = [*key_columns, day_column]
+    return [*(_not_null(c) for c in primary), _unique(primary)]
 
 
 def training_suite(
@@ -160,6 +166,8 @@ def table_suite(defs: Definitions, table: str, columns: Sequence[str]) -> list[S
     kind, name = table_kind(table)
     if kind == BLOCKS:
         return block_suite(list(defs.feature_sets[name].key), [EVENT_COUNT])
+    if kind == TIMELINES:
+        return timeline_suite(list(defs.feature_sets[name].key), TIMELINE_DAY)
     if kind == SNAPSHOTS:
         return snapshot_suite(list(defs.feature_sets[name].key))
     if kind == CONSISTENCY:

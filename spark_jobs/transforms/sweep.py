@@ -25,9 +25,10 @@ from spark_jobs.aggregations import REGISTRY
 from spark_jobs.aggregations.sketches import ApproxCountDistinct
 from spark_jobs.defs.models import Feature, FeatureRef, FeatureSet
 from spark_jobs.engine.session import Engine
-from spark_jobs.kernels.partition import END, LEVEL, OUTPUTS, T as START, RefSpec, SweepPlan, warm_up
+from spark_jobs.kernels.partition import END, LEVEL, OUTPUTS, STARTS, T as START, RefSpec, SweepPlan, warm_up
 from spark_jobs.transforms.blocks import agg_input, part_column, quote
 from spark_jobs.transforms.pit import END as PIT_END, T_FLOOR, cutoff_column, lookup, with_window_bounds
+from spark_jobs.transforms.timeline import carried as _carried, timeline_rows, timeline_types
 
 SUPPORTED = frozenset(OUTPUTS)
 PARTITION_BYTES = 64 << 20  # blocks per sweep partition (Parquet bytes; a few times that in memory)
@@ -44,12 +45,15 @@ def point_in_time(
     ts: str,
     watermark: str | None,
     block_bytes: Callable[[date, date], int] | None = None,
+    timeline: DataFrame | None = None,
 ) -> DataFrame:
     """The point-in-time lookup a training set runs: the profile's `point_in_time` method (auto:
     the sweep), and the SQL assembly wherever the sweep has no kernel for an aggregation.
 
     `block_bytes(first_day, last_day)`, when given, is the size of the blocks those days hold;
-    the sweep then has about one partition per PARTITION_BYTES of them.
+    the sweep then has about one partition per PARTITION_BYTES of them. `timeline`, when given,
+    is the feature set's timeline derived from exactly these blocks (`transforms.timeline`): the
+    sweep then reads it instead of the blocks (same values, far fewer rows).
     """
     if engine.profile.point_in_time == "sql" or not {fs.feature(r.feature).aggregation for r in refs} <= SUPPORTED:
         return lookup(impressions, blocks, fs, refs, id_column=id_column, ts=ts, watermark=watermark)
@@ -58,7 +62,7 @@ def point_in_time(
     size = block_bytes(*days) if block_bytes is not None else 0
     return sweep_lookup(
         impressions, blocks, fs, refs, id_column=id_column, ts=ts, watermark=watermark,
-        span=span, partitions=sweep_partitions(engine, size),
+        span=span, partitions=sweep_partitions(engine, size), timeline=timeline,
     )
 
 
@@ -102,10 +106,12 @@ def sweep_lookup(
     watermark: str | None,
     partitions: int,
     span: tuple[int, int] | None = None,
+    timeline: DataFrame | None = None,
 ) -> DataFrame:
     """`id_column`, `{fs}_cutoff` and one column per ref, as `transforms.pit.lookup` returns them.
 
-    Only blocks starting in `span` (default: `window_span` of the impressions) are read.
+    Only blocks starting in `span` (default: `window_span` of the impressions) are read: from
+    `timeline` (the days holding them, finest blocks only) when given, else from `blocks`.
     """
     features = {f.name: f for f in fs.features}
     schema = {f.name: f.dataType for f in blocks.schema.fields}
@@ -152,6 +158,15 @@ def sweep_lookup(
     )
     specs = tuple(_spec(r, features[r.feature], fs) for r in refs)
     plan = SweepPlan(tuple(fs.key), tuple(d.seconds for d in fs.block_sizes), id_column, specs)
+    if timeline is not None:
+        types = timeline_types(blocks.schema, parts)
+        block_rows = timeline_rows(timeline, fs, types, lo, hi, id_column, id_type)
+        imp_rows = imp_rows.select(
+            *[F.col(quote(c)) for c in imp_rows.columns if c not in types],
+            F.lit(None).cast(T.ArrayType(T.LongType())).alias(STARTS),
+            *[F.lit(None).cast(t).alias(p) for p, t in types.items()],
+        )
+        plan = SweepPlan(tuple(fs.key), (g,), id_column, specs, timeline=True)
     out_schema = T.StructType(
         [T.StructField(id_column, id_type), T.StructField(END, T.LongType())]
         + [T.StructField(name, dtype) for s in specs for name, dtype in _out_types(s, carried).items()]
@@ -166,23 +181,6 @@ def sweep_lookup(
         F.expr(f"timestamp_seconds({END})").alias(cutoff_column(fs.name)),
         *[F.expr(_finalize(s, features[r.feature], fs, schema)).alias(r.column) for s, r in zip(specs, refs)],
     )
-
-
-def _carried(part: str, dtype: T.DataType) -> tuple[str, T.DataType]:
-    """How a block column enters the sweep: SQL over the block row, and the type it has there.
-
-    last_n parts lose their timestamps (blocks are newest first already), and timestamps become
-    epoch microseconds.
-    """
-    col = quote(part)
-    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.StructType) and "ts" in dtype.elementType.names:
-        v = dtype.elementType["v"].dataType
-        if isinstance(v, T.TimestampType):
-            return f"transform({col}, e -> unix_micros(e.v))", T.ArrayType(T.LongType())
-        return f"transform({col}, e -> e.v)", T.ArrayType(v)
-    if isinstance(dtype, T.TimestampType):
-        return f"unix_micros({col})", T.LongType()
-    return col, dtype
 
 
 def _spec(ref: FeatureRef, feature: Feature, fs: FeatureSet) -> RefSpec:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from chispa import assert_approx_df_equality
 
-from spark_jobs.jobs import backfill, training
+from spark_jobs.jobs import backfill, timeline, training
 from tests.helpers import EVENTS, IMPRESSIONS, LABELS, load, run_job, write_defs, write_parquet
 
 DAY0 = datetime(2026, 3, 1)
@@ -192,12 +192,12 @@ def pipeline(engine, warehouse, tmp_path):  # type: ignore[no-untyped-def]
     defs = load(write_defs(tmp_path, DEFS), data)
     run_job(engine, warehouse, defs, "backfill", backfill.run, start=date(2026, 3, 2), end=date(2026, 3, 4), names=["acts"])
     run = run_job(engine, warehouse, defs, "training-set", training.run, name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5))
-    return events, imps, labels, warehouse.read("training/ts"), run
+    return events, imps, labels, warehouse.read("training/ts"), run, defs
 
 
 def test_training_set_matches_brute_force_reference(engine, warehouse, pipeline) -> None:  # type: ignore[no-untyped-def]
     """Every feature, window, watermark case and label equals the raw-event answer; drops are counted."""
-    events, imps, labels, actual, run = pipeline
+    events, imps, labels, actual, run, defs = pipeline
     expected_rows = reference(events, imps, labels)
     expected = engine.spark.createDataFrame(expected_rows, schema=actual.schema)
     order = lambda df: df.orderBy("impression_id")  # noqa: E731
@@ -214,3 +214,12 @@ def test_training_set_matches_brute_force_reference(engine, warehouse, pipeline)
     }
     assert m["counts"]["acts"]["events_aggregated"] == len(events) - 32
     assert m["status"] == "ok"
+
+    # The lookup read the timeline derived from the pinned block version. Without it (a warehouse
+    # from before timelines), the same rows come from the blocks, and the summary says so.
+    assert run.inputs["timelines/acts"]["blocks_version"] == run.inputs["blocks/acts"]["version"]
+    (warehouse.path("timelines/acts") / timeline.MARKER).unlink()
+    again = run_job(engine, warehouse, defs, "training-set", training.run, name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5))
+    assert "timelines/acts" not in again.inputs
+    assert any("not from timelines/acts" in n for n in again.notes)
+    assert_approx_df_equality(order(warehouse.read("training/ts")), order(expected), precision=1e-6, ignore_nullable=True)

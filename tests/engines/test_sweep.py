@@ -16,7 +16,7 @@ import pytest
 
 from spark_jobs.aggregations import ACD_K
 from spark_jobs.defs.models import FeatureRef
-from spark_jobs.jobs import backfill
+from spark_jobs.jobs import backfill, timeline
 from spark_jobs.transforms.pit import lookup
 from spark_jobs.transforms.sweep import sweep_lookup
 from tests.helpers import load, run_job, write_defs, write_parquet
@@ -100,6 +100,12 @@ def test_sweep_equals_sql_assembly(engine, warehouse, tmp_path, seed) -> None:  
     kw = {"id_column": "impression_id", "ts": "ts", "watermark": "feature_watermark"}
     expected = {r["impression_id"]: r.asDict() for r in lookup(imps, blocks, fs, refs, **kw).collect()}
     actual = {r["impression_id"]: r.asDict() for r in sweep_lookup(imps, blocks, fs, refs, partitions=3, **kw).collect()}
+    # The timeline the backfill derived from those blocks: the same values from finest blocks only.
+    version = timeline.in_step(warehouse, "acts", warehouse.version("blocks/acts"))
+    assert version is not None
+    tl = warehouse.read("timelines/acts", version=version)
+    swept = sweep_lookup(imps, blocks, fs, refs, partitions=3, timeline=tl, **kw).collect()
+    assert {r["impression_id"]: r.asDict() for r in swept} == actual
     assert set(actual) == {f"i{i}" for i in range(300)}
     assert len(expected) == len(actual)
     differ = [(expected[k], actual[k]) for k in expected if expected[k] != actual[k]]

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spark_jobs.aggregations import REGISTRY, AggInput, PyEvent
-from spark_jobs.kernels.partition import END, LEVEL, T, RefSpec, SweepPlan, sweep_table
+from spark_jobs.kernels.partition import END, LEVEL, STARTS, T, RefSpec, SweepPlan, from_timeline, sweep_table
 
 SIZES = (60, 300, 1800)  # finest, then x5, then x6
 K = 4
@@ -80,7 +80,7 @@ SCHEMA = pa.schema([
 ])
 
 
-def _plan() -> SweepPlan:
+def _plan(timeline: bool = False) -> SweepPlan:
     refs = []
     for w in WINDOWS:
         refs += [
@@ -91,6 +91,8 @@ def _plan() -> SweepPlan:
             RefSpec(f"h_{w}", "approx_count_distinct", w, ("h",), sketch_size=K),
             RefSpec(f"q_{w}", "approx_quantile", w, ("q",), quantiles=QS, sketch_size=K),
         ]
+    if timeline:
+        return SweepPlan(("key",), SIZES[:1], "id", tuple(refs), timeline=True)
     return SweepPlan(("key",), SIZES, "id", tuple(refs))
 
 
@@ -137,3 +139,81 @@ def _check(row: dict, w: int, raw: list[tuple[int, int, int, int]]) -> None:
     else:
         vs = sorted(v for _, v in sample)
         assert row[f"q_{w}__values"] == [vs[max(1, math.ceil(q * len(vs) - 1e-9)) - 1] for q in QS]
+
+
+PARTS = ("n", "s", "m", "a", "h", "q")
+TIMELINE = pa.schema([
+    ("key", pa.string()), (LEVEL, pa.int32()), (T, pa.int64()), (END, pa.int64()), ("id", pa.int64()),
+    (STARTS, pa.list_(pa.int64())), *[(c, pa.list_(SCHEMA.field(c).type)) for c in PARTS],
+])
+
+
+def _timeline(blocks: list[dict], day: int) -> list[dict]:
+    """The finest blocks as the backfill's timeline holds them: one row per key and `day`
+    seconds, parallel lists in no particular order (the sweep sorts)."""
+    rows: dict[tuple[str, int], dict] = {}
+    for b in sorted((b for b in blocks if b[LEVEL] == 0), key=lambda b: -b[T]):
+        row = rows.setdefault((b["key"], b[T] // day), {"key": b["key"], LEVEL: 0, STARTS: [], **{c: [] for c in PARTS}})
+        row[STARTS].append(b[T])
+        for c in PARTS:
+            row[c].append(b[c])
+    return list(rows.values())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    events=st.lists(event, max_size=150),
+    imps=st.lists(st.tuples(st.integers(-1, 5), st.integers(0, 7500), st.integers(-4000, 400)), min_size=1, max_size=40),
+    day=st.sampled_from([300, 1800, 86400]),
+)
+def test_timeline_equals_blocks_and_raw_events(events, imps, day) -> None:  # type: ignore[no-untyped-def]
+    """The timeline path (finest blocks only, flattened from per-day lists, prefix sums and a
+    walk back for last_n) gives what the three-level blocks give, and the raw events' answer."""
+    g = SIZES[0]
+    imp_rows = []
+    for i, (key, t, lag) in enumerate(imps):
+        floor = t - t % g
+        end = min(floor, (t + lag) - (t + lag) % g)
+        imp_rows.append({"key": None if key < 0 else f"k{key}", LEVEL: -1, T: floor, END: end, "id": i})
+    blocks = _blocks(events)
+    expected = sweep_table(_plan(), pa.Table.from_pylist(blocks + imp_rows, schema=SCHEMA)).to_pylist()
+    # Impressions first, then timeline rows, in two batches: the order rows arrive in is free.
+    table = pa.Table.from_pylist(imp_rows + _timeline(blocks, day), schema=TIMELINE)
+    batches = table.to_batches(max_chunksize=max(1, table.num_rows // 2))
+    out = pa.Table.from_batches(list(_plan(timeline=True)(iter(batches))), schema=None).to_pylist()
+    assert sorted(out, key=lambda r: r["id"]) == expected
+    for row, imp in zip(expected, imp_rows):
+        start = imp[T] - WINDOWS[-1]
+        _check(row, WINDOWS[-1], [e for e in events if f"k{e[0]}" == imp["key"] and start <= e[1] < imp[END]])
+
+
+def test_timeline_rows_of_unequal_lists_are_refused() -> None:
+    row = {"key": "k0", LEVEL: 0, STARTS: [0, 60], **{c: [None] for c in PARTS}}
+    table = pa.Table.from_pylist([row], schema=TIMELINE)
+    try:
+        from_timeline(table, ("key",))
+    except ValueError as e:
+        assert "other lengths" in str(e)
+    else:
+        raise AssertionError("unequal timeline lists were accepted")
+
+
+def test_best_rank_over_long_ranges_equals_a_scan() -> None:
+    """min/max read whole runs of rows from `chunk_best`: the same rows as a plain scan, over
+    ranges shorter and far longer than a chunk, at any offset, with NULL ranks (-1) and ties."""
+    import numpy as np
+
+    from spark_jobs.kernels import sweep
+
+    rng = np.random.default_rng(5)
+    rank = rng.integers(-1, 40, 1000)
+    rank[300:500] = -1
+    lo = rng.integers(0, 1000, 400)
+    hi = np.minimum(1000, lo + rng.integers(0, 700, 400))
+    ptr = np.arange(401, dtype=np.int64)
+    for largest in (False, True):
+        got = sweep.best_rank(ptr, lo, hi, rank, largest, sweep.chunk_best(rank, largest))
+        for i in range(400):
+            rows = [r for r in range(lo[i], hi[i]) if rank[r] >= 0]
+            want = -1 if not rows else (max if largest else min)(rows, key=lambda r: (rank[r], -r) if largest else (rank[r], r))
+            assert got[i] == want, (i, largest)
