@@ -182,7 +182,8 @@ def test_runs_lists_the_manifests_newest_first(project: Path) -> None:
     assert [r["command"] for r in listed][:3] == ["snapshot", "snapshot", "backfill"]  # the last one: --debug
     assert [r["status"] for r in listed] == ["error", "error", "failed", "ok", "ok"]
     ok_backfill = listed[-1]
-    assert ok_backfill["outputs"][BLOCKS]["version"] == 0 and ok_backfill["validation"] == {BLOCKS: True}
+    assert ok_backfill["outputs"][BLOCKS]["version"] == 0
+    assert ok_backfill["validation"] == {BLOCKS: True, "timelines/user_activity": True}  # the timeline derived from the blocks
     assert ok_backfill["scope"] == "[2026-01-02, 2026-01-03)"
     assert [r["status"] for r in runs(project, "--table", BLOCKS)] == ["failed", "ok", "ok"]  # the ok snapshot read it
     assert len(runs(project, "--last", "2")) == 2
