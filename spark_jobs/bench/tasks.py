@@ -177,6 +177,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     from spark_jobs.jobs import snapshot, timeline
+    from spark_jobs.names import timeline_table
     from spark_jobs.jobs.runner import warehouse_for
     from spark_jobs.storage.tables import stage
     from spark_jobs.transforms.events import TS
@@ -201,7 +202,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     blocks = wh.read("blocks/user_7d")
     # The timeline the backfill derives beside the blocks (here for the copied block table).
     _job(engine, defs, "backfill", lambda e, w, d, r: timeline.follow(e, w, r, fs, "blocks/user_7d", w.version("blocks/user_7d")))
-    tl = wh.read("timelines/user_7d", version=timeline.in_step(wh, fs.name, wh.version("blocks/user_7d")))
+    tl = wh.read(timeline_table("user_7d"), version=timeline.in_step(wh, fs.name, wh.version("blocks/user_7d")))
     every = max(1, -(-n // sizes.naive_pit_impressions))
     subset = f"pmod(xxhash64({ID}), {every}) = 0"
     naive_base = stage(engine.spark, _scratch(wh, "pit-naive-impressions"), base.filter(subset))

@@ -23,18 +23,19 @@ from pyspark.sql import functions as F
 from spark_jobs.defs.models import FeatureSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.kernels.partition import STARTS
+from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, timeline_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import timeline_suite
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.tables import Warehouse, stage
-from spark_jobs.transforms.timeline import DAY, PARTITION_BY, build_timeline, table_name
+from spark_jobs.transforms.timeline import DAY, PARTITION_BY, build_timeline
 
 MARKER = "_tilewise_timeline.json"  # "_": Delta and VACUUM leave it alone
 
 
 def marker(wh: Warehouse, fs_name: str) -> dict[str, Any] | None:
     """{"blocks_table", "blocks_version", "timeline_version"} of the last timeline commit, or None."""
-    path = wh.path(table_name(fs_name)) / MARKER
+    path = wh.path(timeline_table(fs_name)) / MARKER
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -45,7 +46,7 @@ def marker(wh: Warehouse, fs_name: str) -> dict[str, Any] | None:
 def in_step(wh: Warehouse, fs_name: str, blocks_version: int) -> int | None:
     """The timeline version derived from `blocks_version` of the block table, if there is one."""
     m = marker(wh, fs_name)
-    current = wh.version(table_name(fs_name))
+    current = wh.version(timeline_table(fs_name))
     if m is None or current is None or m["blocks_version"] != blocks_version or m["timeline_version"] > current:
         return None
     return int(m["timeline_version"])
@@ -61,12 +62,12 @@ def follow(
     when the timeline is already at `blocks_version`, nothing is done."""
     if blocks_version is None:
         return
-    table = table_name(fs.name)
+    table = timeline_table(fs.name)
     label = label or fs.name
     with wh.lock(table):
         if in_step(wh, fs.name, blocks_version) is not None:
             return
-        finest = wh.read(blocks_table, version=blocks_version).filter(F.col("block_size") == fs.finest.seconds)
+        finest = wh.read(blocks_table, version=blocks_version).filter(F.col(BLOCK_SIZE) == fs.finest.seconds)
         whole = rebuild or lo is None or hi is None or in_step(wh, fs.name, blocks_version - 1) is None
         rows = build_timeline(finest, fs)
         if not whole and wh.exists(table) and _columns(wh.read(table)) != _columns(rows):
@@ -76,10 +77,10 @@ def follow(
             assert lo is not None and hi is not None
             first, last = _day(lo), _day(hi - 1)
             predicate, what = f"{DAY} >= DATE'{first}' AND {DAY} <= DATE'{last}'", f"days {first} .. {last}"
-            rows = build_timeline(finest.filter(F.col("block_date").between(F.lit(first), F.lit(last))), fs)
+            rows = build_timeline(finest.filter(F.col(BLOCK_DATE).between(F.lit(first), F.lit(last))), fs)
         with run.step(f"{label}: timeline of {blocks_table} v{blocks_version} ({what})"):
             staged = stage(engine.spark, run.dir / "staged" / table, rows)
-            blocks_in = finest if whole else finest.filter(F.expr(predicate.replace(DAY, "block_date")))
+            blocks_in = finest if whole else finest.filter(F.expr(predicate.replace(DAY, BLOCK_DATE)))
             expected = blocks_in.count()
             held = int(staged.agg(F.sum(F.size(STARTS))).collect()[0][0] or 0)
         report = gate.audit(run, table, staged, timeline_suite(list(fs.key), DAY), engine=engine.name)
@@ -100,7 +101,7 @@ def for_lookup(engine: Engine, wh: Warehouse, run: Run, fs_name: str, blocks_tab
     there is none in step with it: the sweep then reads the blocks themselves."""
     if engine.profile.point_in_time == "sql":
         return None
-    table = table_name(fs_name)
+    table = timeline_table(fs_name)
     version = in_step(wh, fs_name, blocks_version)
     if version is not None:
         run.inputs[table] = {"version": version, "blocks_version": blocks_version}
@@ -115,7 +116,7 @@ def for_lookup(engine: Engine, wh: Warehouse, run: Run, fs_name: str, blocks_tab
 
 
 def _write_marker(wh: Warehouse, fs_name: str, blocks_table: str, blocks_version: int, timeline_version: int) -> None:
-    path = wh.path(table_name(fs_name)) / MARKER
+    path = wh.path(timeline_table(fs_name)) / MARKER
     tmp = path.with_suffix(".tmp")
     state = {"blocks_table": blocks_table, "blocks_version": blocks_version, "timeline_version": timeline_version}
     tmp.write_text(json.dumps(state))

@@ -17,15 +17,12 @@ from pyspark.sql import types as T
 
 from spark_jobs.defs.models import FeatureSet
 from spark_jobs.kernels.partition import END, LEVEL, STARTS, T as START
+from spark_jobs.names import BLOCK_DATE, TIMELINE_DAY
 from spark_jobs.transforms.blocks import part_columns, quote
 
-DAY = "day"
+DAY = TIMELINE_DAY
 PARTITION_BY = [DAY]
 _ITEMS = "_tw_items"
-
-
-def table_name(fs_name: str) -> str:
-    return f"timelines/{fs_name}"
 
 
 def carried(part: str, dtype: T.DataType) -> tuple[str, T.DataType]:
@@ -53,7 +50,7 @@ def build_timeline(finest: DataFrame, fs: FeatureSet) -> DataFrame:
         F.expr("unix_seconds(block_start)").alias(STARTS),
         *[F.expr(carried(p, schema[p])[0]).alias(p) for p in parts],
     )
-    grouped = finest.groupBy(*[quote(k) for k in fs.key], F.col("block_date").alias(DAY)).agg(
+    grouped = finest.groupBy(*[quote(k) for k in fs.key], F.col(BLOCK_DATE).alias(DAY)).agg(
         F.collect_list(items).alias(_ITEMS)
     )
     return grouped.select(
