@@ -302,8 +302,15 @@ class Bench:
 
 
 def _nightly_ratios(res: dict[str, Any]) -> dict[str, Any]:
-    runs = res["runs"]
+    runs, read = res["runs"], res["events_read"]
+    # Cost per event read, nightly over naive: (nightly s / nightly events) / (naive s / naive events).
+    per_event = {k: (runs[k]["nightly_s"] / max(1, read["nightly"])) / (runs[k]["naive_s"] / max(1, read[f"naive_{k}"]))
+                 for k in LENGTHS if f"naive_{k}" in read}
     res["ratios"] = {
+        "naive_over_nightly_90d": runs["90d"]["naive_s"] / runs["90d"]["nightly_s"],
+        "naive_over_nightly_events_read_90d": read["naive_90d"] / max(1, read["nightly"]),
+        "nightly_over_naive_per_event": per_event,
+        "nightly_over_naive_per_event_30d": per_event["30d"],
         "nightly_30d_over_1d": runs["30d"]["nightly_s"] / runs["1d"]["nightly_s"],
         "naive_over_nightly_30d": runs["30d"]["naive_s"] / runs["30d"]["nightly_s"],
         "naive_over_nightly": {k: runs[k]["naive_s"] / runs[k]["nightly_s"] for k in LENGTHS},
