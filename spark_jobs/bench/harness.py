@@ -134,7 +134,7 @@ class Bench:
         get a fresh process of their own.
         """
         out: dict[str, Any] = {}
-        sail_tasks = [t for t in ("nightly", "pit") if t in sections]
+        sail_tasks: list[str] = [t for t in ("nightly", "pit") if t in sections]
         if sail_tasks:
             root = self.history_data()
             self.say(f"== {' + '.join(sail_tasks)} on {self.sail_conf}")
@@ -143,7 +143,7 @@ class Bench:
                 out["nightly"] = _nightly_ratios(res["nightly"])
             if "pit" in res:
                 out["pit"] = _pit_ratios(res["pit"])
-        classic_tasks = [t for t in ("engines", "bucketed") if t in sections]
+        classic_tasks: list[str] = [t for t in ("engines", "bucketed") if t in sections]
         if classic_tasks:
             root = self.engines_data()
             sail = None

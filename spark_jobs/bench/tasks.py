@@ -31,7 +31,8 @@ def worker_main(spec_path: str) -> int:
     from spark_jobs.engine.session import open_engine, use_utc
 
     use_utc()
-    sizes = Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["sizes"].items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["sizes"].items()}
+    sizes = Sizes(**fields)
     profile = load_profile(spec["conf"], spec["sets"])
     defs = load_definitions(spec["defs"], data_root=profile.data_root)
     t = time.perf_counter()
