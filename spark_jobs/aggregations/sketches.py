@@ -76,7 +76,10 @@ class ApproxCountDistinct(Aggregation):
     parts = ("h",)
 
     def map_sql(self, x: AggInput) -> dict[str, str]:
-        return {"h": f"slice(array_sort(collect_set(CASE WHEN {x.cond} THEN xxhash64({x.value}) END)), 1, {ACD_K})"}
+        # array_distinct(collect_list(...)) is the same set as collect_set(...); on Sail it is ~8x
+        # faster over many small groups (5-minute blocks: 0.9 s -> 0.1 s for 400k events).
+        hashes = f"collect_list(CASE WHEN {x.cond} THEN xxhash64({x.value}) END)"
+        return {"h": f"slice(array_sort(array_distinct({hashes})), 1, {ACD_K})"}
 
     def combine_sql(self, part: dict[str, str], x: AggInput) -> dict[str, str]:
         return {"h": f"slice(array_sort(array_distinct(flatten(collect_list({part['h']})))), 1, {ACD_K})"}

@@ -5,7 +5,7 @@ seconds meaningless; ratios of timings taken side by side are what the results s
 
 - nightly:  one new day on top of N days of backfilled history: the nightly backfill (the day plus
             lateness) and the snapshot job assembling every key's windows, for feature sets whose
-            windows go up to 1d, 7d and 30d; against a naive job that computes every window from
+            windows go up to 1d, 7d, 30d and 90d; against a naive job that computes every window from
             the raw events of the whole window.
 - pit:      point-in-time features for N impressions: tilewise's lookup (`transforms.pit.lookup`,
             what the training-set job runs) against the floor (an equi-join of the same

@@ -27,7 +27,7 @@ def naive_windows(spark: Any, defs: Any, fs: Any, as_of: datetime) -> Any:
 
     refs = all_refs(fs)
     keys = [quote(k) for k in fs.key]
-    out = None
+    out: Any = None
     for w in sorted({r.window.seconds for r in refs}):
         lo = as_of - timedelta(seconds=w)
         events = events_between(spark, defs, fs, lo, as_of)

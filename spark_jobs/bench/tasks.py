@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_jobs.bench.baselines import events_between, naive_lookup, naive_windows
-from spark_jobs.bench.config import ID, LENGTHS, START, WATERMARK, Sizes
+from spark_jobs.bench.config import ID, LENGTHS, PIT_DAYS, START, WATERMARK, Sizes
 from spark_jobs.jobs.training import midnight
 
 
@@ -31,7 +31,8 @@ def worker_main(spec_path: str) -> int:
     from spark_jobs.engine.session import open_engine, use_utc
 
     use_utc()
-    sizes = Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["sizes"].items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["sizes"].items()}
+    sizes = Sizes(**fields)
     profile = load_profile(spec["conf"], spec["sets"])
     defs = load_definitions(spec["defs"], data_root=profile.data_root)
     t = time.perf_counter()
@@ -105,27 +106,31 @@ def task_nightly(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
         compute = [n - g for n, g in zip(nightly, t["gate_s"])]
         runs[k] = {**{key: statistics.median(v) for key, v in t.items()}, "nightly_s": statistics.median(nightly),
                    "nightly_without_gate_s": statistics.median(compute), "all": t}
-    fs = defs.feature_sets["user_30d"]
     # Events each job reads: the naive job re-reads every window's range, the nightly one day plus
     # lateness. At equal cost per event their ratio would be the naive / nightly ratio.
-    windows = sorted({w.seconds for f in fs.features for w in f.windows})
-    naive_events = sum(events_between(engine.spark, defs, fs, as_of - timedelta(seconds=w), as_of).count() for w in windows)
-    nightly_events = next(iter(b.counts.values()))["events_aggregated"]  # clean events, as the naive counts
-    counts = [f"{f.name}_{w}" for f in fs.features if f.aggregation == "count" for w in f.windows]
-    snap = wh.read("snapshots/user_30d").agg(*[F.sum(c).alias(c) for c in counts]).collect()[0].asDict()
-    naive = engine.spark.read.parquet(str(_scratch(wh, "naive-30d"))).agg(*[F.sum(c).alias(c) for c in counts])
-    naive_sums = naive.collect()[0].asDict()
+    events_read = {"nightly": next(iter(b.counts.values()))["events_aggregated"]}  # clean events, as the naive counts
+    check: dict[str, Any] = {}
+    for k in LENGTHS[-2:]:
+        fs = defs.feature_sets[f"user_{k}"]
+        windows = sorted({w.seconds for f in fs.features for w in f.windows})
+        events_read[f"naive_{k}"] = sum(
+            events_between(engine.spark, defs, fs, as_of - timedelta(seconds=w), as_of).count() for w in windows)
+        counts = [f"{f.name}_{w}" for f in fs.features if f.aggregation == "count" for w in f.windows]
+        snap = wh.read(f"snapshots/user_{k}").agg(*[F.sum(c).alias(c) for c in counts]).collect()[0].asDict()
+        naive = engine.spark.read.parquet(str(_scratch(wh, f"naive-{k}"))).agg(*[F.sum(c).alias(c) for c in counts])
+        naive_sums = naive.collect()[0].asDict()
+        check[k] = {"snapshot_sums": snap, "naive_sums": naive_sums,
+                    "agree": all(int(snap[c] or 0) == int(naive_sums[c] or 0) for c in counts)}
     return {
         "history_days": sizes.history_days,
         "events_per_day": sizes.events_per_day,
-        "keys": wh.read("snapshots/user_30d").count(),
-        "features": len(fs.features),
+        "keys": wh.read(f"snapshots/user_{LENGTHS[-1]}").count(),
+        "features": len(defs.feature_sets[f"user_{LENGTHS[-1]}"].features),
         "repeats": sizes.repeats,
         "setup_history_s": setup_s,
-        "events_read": {"naive_30d": naive_events, "nightly": nightly_events},
+        "events_read": events_read,
         "runs": runs,
-        "check": {"snapshot_sums": snap, "naive_sums": naive_sums,
-                  "agree": all(int(snap[c] or 0) == int(naive_sums[c] or 0) for c in counts)},
+        "check": {"agree": all(c["agree"] for c in check.values()), **check},
     }
 
 
@@ -139,23 +144,24 @@ def _scratch(wh: Any, name: str) -> Path:
 
 
 def _history(engine: Any, defs: Any, new_day: date) -> float:
-    """Backfill the history once (user_30d), then copy its blocks to the other feature sets.
+    """Backfill the history once (the longest windows' feature set), then copy its blocks to the others.
 
-    The three feature sets have the same features and block sizes (only their windows differ), so
-    their block tables are identical; copying saves two backfills of the whole history.
+    The feature sets have the same features and block sizes (only their windows differ), so their
+    block tables are identical; copying saves backfills of the whole history.
     """
     from spark_jobs.jobs import backfill
     from spark_jobs.jobs.runner import warehouse_for
 
     wh = warehouse_for(engine)
     t = time.perf_counter()
-    if not wh.exists("blocks/user_30d"):
-        _job(engine, defs, "backfill", backfill.run, start=START, end=new_day, names=["user_30d"])
+    longest = f"user_{LENGTHS[-1]}"
+    if not wh.exists(f"blocks/{longest}"):
+        _job(engine, defs, "backfill", backfill.run, start=START, end=new_day, names=[longest])
     for k in LENGTHS[:-1]:
         target = wh.path(f"blocks/user_{k}")
         if not wh.exists(f"blocks/user_{k}"):
             shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(wh.path("blocks/user_30d"), target)
+            shutil.copytree(wh.path(f"blocks/{longest}"), target)
     return time.perf_counter() - t
 
 
@@ -193,9 +199,9 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     columns = [r.column for r in refs]
     if not wh.exists("snapshots/user_7d"):
         _job(engine, defs, "snapshot", snapshot.run, as_of=end, names=["user_7d"])
-    # Impressions from the 8th day of history to the new day (excluded: it may not be backfilled),
-    # so every 7d window has blocks behind it.
-    base = _impressions(engine, defs, midnight(START + timedelta(days=7)), midnight(new_day), ["user_id"],
+    # Impressions of the last PIT_DAYS days of history, up to the new day (excluded: it may not be
+    # backfilled), so every 7d window has blocks behind it.
+    base = _impressions(engine, defs, midnight(new_day - timedelta(days=PIT_DAYS)), midnight(new_day), ["user_id"],
                         _scratch(wh, "pit-impressions"))
     n = base.count()
     floor_values = stage(engine.spark, _scratch(wh, "pit-floor-values"), wh.read("snapshots/user_7d").select("user_id", *columns))

@@ -38,13 +38,21 @@ def test_bench_tiny_sail_sections(tmp_path: Path) -> None:
     assert r["machine"]["cores"] >= 1 and r["machine"]["memory_bytes"] > 0
     assert r["versions"]["pyspark"] and r["versions"]["pysail"] and r["versions"]["python"]
     n = r["sections"]["nightly"]
-    for k in ("1d", "7d", "30d"):
+    for k in ("1d", "7d", "30d", "90d"):
         positive(n["runs"][k], "backfill_s", "snapshot_s", "nightly_s", "naive_s")
-    positive(n["ratios"], "nightly_30d_over_1d", "naive_over_nightly_30d")
+    positive(n["ratios"], "nightly_30d_over_1d", "naive_over_nightly_30d", "naive_over_nightly_90d",
+             "nightly_over_naive_per_event_30d")
     assert n["check"]["agree"], n["check"]  # the naive job computes the same counts as the blocks
     # The naive job re-reads 1h + 1d + 7d + 30d of events, the nightly run 1 day plus 1d of lateness.
     ratio = n["ratios"]["naive_over_nightly_events_read"]
     assert 38.04 / 2 * 0.8 < ratio < 38.04 / 2 * 1.2, n["events_read"]
+    ratio = n["ratios"]["naive_over_nightly_events_read_90d"]  # and 1h + 1d + 7d + 30d + 90d
+    assert 128.04 / 2 * 0.8 < ratio < 128.04 / 2 * 1.2, n["events_read"]
+    per_event = n["ratios"]["nightly_over_naive_per_event"]
+    for k in ("30d", "90d"):  # (nightly s / nightly events) / (naive s / naive events)
+        read = n["events_read"]
+        expected = (n["runs"][k]["nightly_s"] / read["nightly"]) / (n["runs"][k]["naive_s"] / read[f"naive_{k}"])
+        assert per_event[k] == pytest.approx(expected)
     p = r["sections"]["pit"]
     positive(p, "floor_s", "pit_s", "naive_s", "impressions", "naive_impressions")
     positive(p["ratios"], "pit_over_floor", "naive_over_pit")
@@ -79,10 +87,13 @@ def test_report_renders_every_section(tmp_path: Path) -> None:
               "pipeline_s": 5.0, "total_s": 6.0, "peak_rss_bytes": 2**30}
     sections = {
         "nightly": {"history_days": 30, "events_per_day": 10, "keys": 5, "features": 7, "repeats": 1,
-                    "runs": {k: run for k in ("1d", "7d", "30d")}, "check": {"agree": True},
-                    "events_read": {"naive_30d": 190, "nightly": 10},
+                    "runs": {k: run for k in ("1d", "7d", "30d", "90d")}, "check": {"agree": True},
+                    "events_read": {"naive_30d": 190, "naive_90d": 640, "nightly": 10},
                     "ratios": {"nightly_30d_over_1d": 1.0, "naive_over_nightly_30d": 2.0, "naive_over_nightly_events_read": 19.0,
-                               "nightly_30d_over_1d_without_gate": 1.0, "naive_over_nightly_30d_without_gate": 3.0}},
+                               "nightly_30d_over_1d_without_gate": 1.0, "naive_over_nightly_30d_without_gate": 3.0,
+                               "naive_over_nightly_90d": 21.0, "naive_over_nightly_events_read_90d": 64.0,
+                               "nightly_over_naive_per_event": {"30d": 9.5, "90d": 1.5},
+                               "nightly_over_naive_per_event_30d": 9.5}},
         "pit": {"feature_set": "user_7d", "impressions": 100, "features": 21, "naive_impressions": 10, "floor_s": 1.0,
                 "pit_s": 2.0, "naive_s": 3.0, "pit_s_per_impression": 0.02, "naive_s_per_impression": 0.3,
                 "check": {"agree": True}, "ratios": {"pit_over_floor": 2.0, "naive_over_pit": 15.0}},
@@ -101,12 +112,14 @@ def test_report_renders_every_section(tmp_path: Path) -> None:
                "machine": {"cores": 2, "memory_gb": 24, "loadavg_start": [1.0], "loadavg_end": [1.0]},
                "versions": {"python": "3.11", "pyspark": "4.2.0", "pysail": "0.7.2", "java": None}}
     results["goals"] = goals(sections)
-    assert [g["met"] for g in results["goals"]] == [True, False, True, True, True, True]
+    assert [g["met"] for g in results["goals"]] == [True, False, True, False, True, True, True, True]
     md = markdown(results)
     for title in ("Nightly cost", "Point-in-time", "Engines", "Bucketed", "Scale", "Backfill"):
         assert f"## {title}" in md
     assert "6 of 10 chunks kept, 4.50 s against 10.00 s for a full run (0.45 of it)" in md
     assert "naive 190 (every window's range), nightly 10 (the new day plus lateness): 19.00x" in md
+    assert "At 90d windows: naive 640 events read, 64.00x the nightly run's; naive(90d) / nightly(90d) = 21.00." in md
+    assert "nightly / naive (seconds per event of each job): 9.50 at 30d, 1.50 at 90d." in md
     assert write_chart(results, tmp_path / "c.png") is not None
     assert (tmp_path / "c.png").stat().st_size > 10_000
 

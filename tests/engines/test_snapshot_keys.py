@@ -1,0 +1,46 @@
+"""A snapshot holds every key that has blocks, windows empty or not: also keys whose only events
+are older than the longest window, and keys backfilled in separate runs of separate days."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+from spark_jobs.jobs import backfill, snapshot
+from spark_jobs.storage.tables import Warehouse
+from tests.helpers import EVENTS, load, run_job, write_defs, write_parquet
+
+DEFS = """
+sources:
+  events: {path: "${data_root}/events", format: parquet, timestamp: ts, dedupe_key: event_id}
+feature_sets:
+  acts:
+    source: events
+    key: user_id
+    block_sizes: [5m, 1h, 1d]
+    features:
+      - {name: n, aggregation: count, windows: [1h, 1d]}
+"""
+
+
+def test_snapshot_has_every_key_with_blocks(engine, tmp_path: Path) -> None:
+    def event(i: int, user: str, when: str) -> dict:
+        return {"event_id": f"e{i}", "user_id": user, "kind": "view", "value": 1.0, "ts": datetime.fromisoformat(when)}
+
+    write_parquet(tmp_path / "data" / "events" / "a.parquet", [
+        event(1, "old", "2026-03-01T09:03:00"),  # only events days before the snapshot's windows
+        event(2, "old", "2026-03-01T23:59:59"),
+        event(3, "edge", "2026-03-05T00:00:00"),  # first instant of the second run's range
+        event(4, "now", "2026-03-05T11:10:00"),
+        event(5, "now", "2026-03-05T11:40:00"),
+    ], EVENTS)
+    defs = load(write_defs(tmp_path, DEFS), tmp_path / "data")
+    wh = Warehouse(engine.spark, tmp_path / "warehouse", engine.writer, lock_timeout_s=30)
+    run_job(engine, wh, defs, "backfill", backfill.run, start=date(2026, 3, 1), end=date(2026, 3, 2), names=["acts"])
+    run_job(engine, wh, defs, "backfill", backfill.run, start=date(2026, 3, 5), end=date(2026, 3, 6), names=["acts"])
+    run_job(engine, wh, defs, "snapshot", snapshot.run, as_of=datetime(2026, 3, 5, 12), names=["acts"])
+
+    keys_with_blocks = {r[0] for r in wh.read("blocks/acts").select("user_id").distinct().collect()}
+    rows = {r["user_id"]: (r["n_1h"], r["n_1d"]) for r in wh.read("snapshots/acts").collect()}
+    assert keys_with_blocks == set(rows) == {"old", "edge", "now"}
+    assert rows == {"old": (0, 0), "edge": (0, 1), "now": (2, 2)}
