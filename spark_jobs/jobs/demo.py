@@ -65,7 +65,7 @@ def main(args: argparse.Namespace, profile: Profile) -> int:
         print("\n== demo summary", file=sys.stderr)
         print(f"   data:     {data_root / 'demo'} ({summary['rows']['events']:,} events, "
               f"{summary['rows']['impressions']:,} impressions over {args.days} days)", file=sys.stderr)
-        print(f"   warehouse: {wh_root} (blocks/, snapshots/, {table}, _runs/)", file=sys.stderr)
+        print(f"   warehouse: {wh_root} (blocks/, timelines/, snapshots/, {table}, _runs/)", file=sys.stderr)
         print(f"   {table}: {stats[f'count({IMPRESSION_ID})']:,} rows, click rate {stats['avg(clicked)']:.3f}, "
               f"save rate {stats['avg(saved)']:.3f}", file=sys.stderr)
         print("   clicked impressions of the last day, with the user's history as of each one:", file=sys.stderr)
