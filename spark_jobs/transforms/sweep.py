@@ -26,8 +26,9 @@ from spark_jobs.aggregations.sketches import ApproxCountDistinct
 from spark_jobs.defs.models import Feature, FeatureRef, FeatureSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.kernels.partition import END, LEVEL, OUTPUTS, STARTS, T as START, RefSpec, SweepPlan, warm_up
+from spark_jobs.names import cutoff_column
 from spark_jobs.transforms.blocks import agg_input, part_column, quote
-from spark_jobs.transforms.pit import END as PIT_END, T_FLOOR, cutoff_column, lookup, with_window_bounds
+from spark_jobs.transforms.pit import END as PIT_END, T_FLOOR, lookup, with_window_bounds
 from spark_jobs.transforms.timeline import carried as _carried, timeline_rows, timeline_types
 
 SUPPORTED = frozenset(OUTPUTS)
