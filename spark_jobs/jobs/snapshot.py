@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from spark_jobs.defs.models import Definitions, FeatureRef, FeatureSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError
-from spark_jobs.names import blocks_table, snapshot_table
+from spark_jobs.names import BLOCK_DATE, blocks_table, snapshot_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import snapshot_suite
 from spark_jobs.storage.manifest import Run
@@ -48,7 +48,13 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datet
                 .withColumn(T_FLOOR, F.lit(t_floor).cast("bigint"))
                 .withColumn(END, F.lit(t_floor).cast("bigint"))
             )
-            values = requests.join(assemble(requests, blocks, fs, refs), on=[*fs.key, T_FLOOR, END], how="left")
+            # Only the block dates a window can reach are read: a long history costs nothing here.
+            reach = max(r.window.seconds for r in refs)
+            in_reach = blocks.filter(
+                (F.col(BLOCK_DATE) >= F.expr(f"to_date(timestamp_seconds({t_floor - reach}))"))
+                & (F.col(BLOCK_DATE) <= F.expr(f"to_date(timestamp_seconds({t_floor}))"))
+            )
+            values = requests.join(assemble(requests, in_reach, fs, refs), on=[*fs.key, T_FLOOR, END], how="left")
             out = fill_empty(values, fs, refs).select(
                 *[quote(k) for k in fs.key],
                 *[quote(r.column) for r in refs],
