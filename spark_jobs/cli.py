@@ -264,37 +264,37 @@ def _validate(inv: Invocation) -> int:
 def _vacuum(inv: Invocation) -> int:
     from spark_jobs.jobs import vacuum
 
-    return vacuum.main(inv.args, inv.profile, inv.defs, inv.plain_args())
+    return vacuum.main(inv)
 
 
 def _runs(inv: Invocation) -> int:
     from spark_jobs.jobs import runs
 
-    return runs.main(inv.args, inv.profile)
+    return runs.main(inv)
 
 
 def _history(inv: Invocation) -> int:
     from spark_jobs.jobs import history
 
-    return history.history_main(inv.args, inv.profile, inv.defs)
+    return history.history_main(inv)
 
 
 def _restore(inv: Invocation) -> int:
     from spark_jobs.jobs import history
 
-    return history.restore_main(inv.args, inv.profile, inv.defs, inv.plain_args())
+    return history.restore_main(inv)
 
 
 def _demo(inv: Invocation) -> int:
     from spark_jobs.jobs import demo
 
-    return demo.main(inv.args, inv.profile)
+    return demo.main(inv)
 
 
 def _bench(inv: Invocation) -> int:
     from spark_jobs import bench
 
-    return bench.main(inv.args, inv.profile)
+    return bench.main(inv)
 
 
 def _run_job(inv: Invocation, job: Callable[..., None], targets: list[str], **job_args: Any) -> int:
