@@ -14,16 +14,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from spark_jobs.engine.project import DEFS_ENV, PROFILE_ENV, Project, locate
 from spark_jobs.engine.session import use_utc
 from spark_jobs.errors import EXIT_INPUT, EXIT_INTERNAL, DefinitionError, InputDataError, TilewiseError, manifest_of
+from spark_jobs.jobs.invocation import Invocation
 
 if TYPE_CHECKING:
     from spark_jobs.defs.models import Definitions
-    from spark_jobs.engine.profile import Profile
 
 DEFAULT_RETAIN_HOURS = 168.0  # tilewise vacuum: Delta's default retention, 7 days
 _TOP = "top_"  # dest prefix of the shared options given before the command
@@ -216,25 +215,7 @@ BENCH = (
 
 
 # -- the commands: each one function of the same shape, `(Invocation) -> exit code` -------------
-@dataclass(frozen=True)
-class Invocation:
-    """What every command gets: its parsed options, the project, the profile, and the definitions
-    (loaded for the commands that need them; `Command.needs`)."""
-
-    args: argparse.Namespace
-    project: Project
-    profile: Profile
-    loaded: Definitions | None = None
-
-    @property
-    def defs(self) -> Definitions:
-        assert self.loaded is not None, "a command that reads the definitions says so in Command.needs"
-        return self.loaded
-
-    def plain_args(self) -> dict:
-        return _plain_args(self.args)
-
-
+# (`Invocation`, in `jobs/invocation.py`, is also what the files-only jobs' `main` takes)
 Task = Callable[[Invocation], int]
 
 
@@ -283,37 +264,37 @@ def _validate(inv: Invocation) -> int:
 def _vacuum(inv: Invocation) -> int:
     from spark_jobs.jobs import vacuum
 
-    return vacuum.main(inv.args, inv.profile, inv.defs, inv.plain_args())
+    return vacuum.main(inv)
 
 
 def _runs(inv: Invocation) -> int:
     from spark_jobs.jobs import runs
 
-    return runs.main(inv.args, inv.profile)
+    return runs.main(inv)
 
 
 def _history(inv: Invocation) -> int:
     from spark_jobs.jobs import history
 
-    return history.history_main(inv.args, inv.profile, inv.defs)
+    return history.history_main(inv)
 
 
 def _restore(inv: Invocation) -> int:
     from spark_jobs.jobs import history
 
-    return history.restore_main(inv.args, inv.profile, inv.defs, inv.plain_args())
+    return history.restore_main(inv)
 
 
 def _demo(inv: Invocation) -> int:
     from spark_jobs.jobs import demo
 
-    return demo.main(inv.args, inv.profile)
+    return demo.main(inv)
 
 
 def _bench(inv: Invocation) -> int:
     from spark_jobs import bench
 
-    return bench.main(inv.args, inv.profile)
+    return bench.main(inv)
 
 
 def _run_job(inv: Invocation, job: Callable[..., None], targets: list[str], **job_args: Any) -> int:
@@ -511,10 +492,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _where(project: Project) -> str:
     return f"project {project.root}, profile {project.profile or 'built-in defaults'}"
-
-
-def _plain_args(args: argparse.Namespace) -> dict:
-    return {k: (str(v) if isinstance(v, (date, datetime, Path)) else v) for k, v in vars(args).items()}
 
 
 if __name__ == "__main__":

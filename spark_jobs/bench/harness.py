@@ -27,10 +27,12 @@ from typing import Any
 from spark_jobs.bench.config import FULL, LENGTHS, QUICK, SECTIONS, START, TINY, Sizes, bench_defs_yaml
 from spark_jobs.bench.report import goals, goals_table, markdown, write_chart
 from spark_jobs.errors import InputDataError
+from spark_jobs.jobs.invocation import Invocation
 
 
 # -- the parent: data, workers, report ------------------------------------------------------------
-def main(args: argparse.Namespace, profile: Any) -> int:
+def main(inv: Invocation) -> int:
+    args = inv.args
     sizes = TINY if args.tiny else QUICK if args.quick else FULL
     if args.scale_events:
         sizes = replace(sizes, scale_sail=tuple(_count(x) for x in args.scale_events.split(",")))

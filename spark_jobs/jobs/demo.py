@@ -21,6 +21,7 @@ from spark_jobs.demo import synthetic
 from spark_jobs.engine.profile import Profile
 from spark_jobs.engine.session import open_engine
 from spark_jobs.jobs import backfill, snapshot, training
+from spark_jobs.jobs.invocation import Invocation
 from spark_jobs.jobs.runner import execute, warehouse_for
 from spark_jobs.names import IMPRESSION_ID, training_table
 from spark_jobs.storage.manifest import Run, consistency_line
@@ -33,7 +34,8 @@ FLIGHTS_BACKFILL = (date(2013, 1, 20), date(2013, 3, 1))
 FLIGHTS_TRAIN = (date(2013, 2, 1), date(2013, 3, 1))
 
 
-def main(args: argparse.Namespace, profile: Profile) -> int:
+def main(inv: Invocation) -> int:
+    args, profile = inv.args, inv.profile
     t0 = time.time()
     data_root = Path(args.data_root or profile.data_root).resolve()
     say = (lambda m: None) if args.quiet else (lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True))

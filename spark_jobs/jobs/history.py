@@ -9,20 +9,19 @@ manifest whose output is that new version.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
-from spark_jobs.defs.models import Definitions
-from spark_jobs.engine.profile import Profile
+from spark_jobs.jobs.invocation import Invocation
 from spark_jobs.jobs.runner import recorded
 from spark_jobs.storage.history import restore, table_history
 from spark_jobs.storage.manifest import Run
 
 
-def history_main(args: argparse.Namespace, profile: Profile, defs: Definitions) -> int:
+def history_main(inv: Invocation) -> int:
     """The versions of `args.table` (a name the command line checked), newest first."""
-    rows = table_history(profile.warehouse_path, args.table, args.last)
+    args = inv.args
+    rows = table_history(inv.profile.warehouse_path, args.table, args.last)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -40,12 +39,13 @@ def line(r: dict[str, Any]) -> str:
             f"{r['validation'] or '-':<10}  {r['run_id'] or '- (no run id: not written by tilewise)'}")
 
 
-def restore_main(args: argparse.Namespace, profile: Profile, defs: Definitions, run_args: dict) -> int:
+def restore_main(inv: Invocation) -> int:
     """A new version of `args.table` (a name the command line checked) equal to `args.version`."""
+    args, profile = inv.args, inv.profile
     root = profile.warehouse_path
-    run = Run("restore", root, args=run_args, quiet=args.quiet, targets=[args.table])
+    run = Run("restore", root, args=inv.plain_args(), quiet=args.quiet, targets=[args.table])
     run.engine = "none (files only)"
-    with recorded(run, defs):
+    with recorded(run, inv.defs):
         run.say(f"restore {args.table} to version {args.version} under {root}")
         done = restore(root, args.table, args.version, run_id=run.run_id, lock_timeout_s=profile.lock_timeout_s,
                        on_wait=run.say)

@@ -7,11 +7,10 @@ the manifest's path. Files only: no engine, no definitions needed.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
-from spark_jobs.engine.profile import Profile
+from spark_jobs.jobs.invocation import Invocation
 from spark_jobs.storage.manifest import read_manifests
 
 
@@ -70,7 +69,8 @@ def line(r: dict[str, Any]) -> str:
     return text
 
 
-def main(args: argparse.Namespace, profile: Profile) -> int:
+def main(inv: Invocation) -> int:
+    args, profile = inv.args, inv.profile
     rows = select(read_manifests(profile.warehouse_path), args.last, args.table)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))

@@ -7,21 +7,19 @@ gets a progress line; the summary and manifest say what was deleted.
 
 from __future__ import annotations
 
-import argparse
-
-from spark_jobs.defs.models import Definitions
-from spark_jobs.engine.profile import Profile
+from spark_jobs.jobs.invocation import Invocation
 from spark_jobs.jobs.runner import recorded
 from spark_jobs.names import output_tables
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.vacuum import Freed, vacuum_runs, vacuum_table
 
 
-def main(args: argparse.Namespace, profile: Profile, defs: Definitions, run_args: dict) -> int:
+def main(inv: Invocation) -> int:
     """The tables named (checked by the command line) or every output table, then the runs' intermediates."""
+    args, profile, defs = inv.args, inv.profile, inv.defs
     tables = list(dict.fromkeys(args.table)) or output_tables(defs)
     root = profile.warehouse_path
-    run = Run("vacuum", root, args=run_args, quiet=args.quiet)
+    run = Run("vacuum", root, args=inv.plain_args(), quiet=args.quiet)
     run.engine = "none (files only)"
     verb = "would delete" if args.dry_run else "deleted"
     how = f"versions replaced more than {args.retain_hours:g} h ago"
