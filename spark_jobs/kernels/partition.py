@@ -272,6 +272,30 @@ def _block_order(key: np.ndarray, level: np.ndarray, start: np.ndarray, n_levels
     return np.lexsort((start, level, key))
 
 
+def order_keys(col: pa.Array) -> np.ndarray:
+    """int64 keys ordered as the values, equal where the values are (sweep.NULL_RANK for NULL).
+
+    Integers (timestamps arrive as epoch microseconds) are their own keys; a float's bits are
+    turned so that integer order is float order, with -0.0 equal to 0.0 and every NaN equal and
+    above +inf, as Spark orders them. Other types (decimals, strings) get dense ranks.
+    """
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    dtype = col.type
+    if pa.types.is_integer(dtype) or pa.types.is_date(dtype):
+        keys = _ints(col.cast(pa.int32()) if pa.types.is_date32(dtype) else col.cast(pa.int64()) if pa.types.is_date64(dtype) else col)
+    elif pa.types.is_floating(dtype):
+        x = pc.fill_null(col.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+        x = np.where(np.isnan(x), np.nan, x + 0.0)  # one NaN, and -0.0 + 0.0 is 0.0
+        bits = x.view(np.int64)
+        keys = np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
+    else:
+        keys = pc.rank(col, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
+    if (keys[valid] == sweep.NULL_RANK).any():  # the one int64 value the sentinel takes
+        keys = pc.rank(col, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
+    keys[~valid] = sweep.NULL_RANK
+    return keys
+
+
 class Blocks:
     """A partition's block columns as the kernels read them, in sorted order, each prepared once
     (a part is usually read by several windows)."""
@@ -327,13 +351,8 @@ class Blocks:
         return self._once("sample", name, make)
 
     def ranks(self, name: str) -> np.ndarray:
-        """Dense ascending ranks of the values (-1 for NULL), in sorted order."""
-        def make() -> np.ndarray:
-            m = self.column(name)
-            rank = pc.rank(m, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
-            rank[~m.is_valid().to_numpy(zero_copy_only=False)] = -1
-            return rank[self.order]
-        return self._once("ranks", name, make)
+        """int64 keys in the values' order (`order_keys`), NULL_RANK for NULL, in sorted order."""
+        return self._once("ranks", name, lambda: order_keys(self.column(name))[self.order])
 
     def take(self, name: str, rows: np.ndarray) -> pa.Array:
         """Values of the column at these sorted rows; NULL where a row is -1."""

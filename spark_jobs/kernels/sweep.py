@@ -187,14 +187,15 @@ def sum_decimal(ptr, lo, hi, p_low, p_high, p_valid):  # type: ignore[no-untyped
 
 
 CHUNK = 64  # rows per precomputed best in `best_rank`
+NULL_RANK = np.iinfo(np.int64).min  # the rank of a NULL value in `best_rank` (no real rank is this)
 
 
 @jit
 def _better(rank, a, b, largest):  # type: ignore[no-untyped-def]
     """The better of rows a and b (either may be -1: none); ties keep a."""
-    if b < 0 or rank[b] < 0:
+    if b < 0 or rank[b] == NULL_RANK:
         return a
-    if a < 0 or rank[a] < 0:
+    if a < 0 or rank[a] == NULL_RANK:
         return b
     if largest:
         return b if rank[b] > rank[a] else a
@@ -203,7 +204,8 @@ def _better(rank, a, b, largest):  # type: ignore[no-untyped-def]
 
 @jit
 def chunk_best(rank, largest):  # type: ignore[no-untyped-def]
-    """Row of the best non-NULL rank in each run of CHUNK rows (-1 if none)."""
+    """Row of the best non-NULL rank in each run of CHUNK rows (-1 if none): a rank is any int64
+    in the values' order, NULL_RANK for NULL."""
     n = rank.shape[0]
     out = np.full((n + CHUNK - 1) // CHUNK, -1, np.int64)
     for r in range(n):
@@ -214,7 +216,7 @@ def chunk_best(rank, largest):  # type: ignore[no-untyped-def]
 
 @jit
 def best_rank(ptr, lo, hi, rank, largest, chunks):  # type: ignore[no-untyped-def]
-    """Row of the smallest (or largest) non-NULL rank (rank < 0 is NULL) per impression, -1 if none.
+    """Row of the smallest (or largest) non-NULL rank (NULL_RANK is NULL) per impression, -1 if none.
 
     Whole runs of CHUNK rows inside a range are read from `chunks` (`chunk_best`), so a range
     of m rows costs about m / CHUNK + 2 * CHUNK steps. Ties keep the first row, as a scan would.

@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
+import numpy as np
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spark_jobs.aggregations import REGISTRY, AggInput, PyEvent
-from spark_jobs.kernels.partition import END, LEVEL, STARTS, T, RefSpec, SweepPlan, from_timeline, sweep_table
+from spark_jobs.kernels.partition import END, LEVEL, STARTS, T, RefSpec, SweepPlan, from_timeline, order_keys, sweep_table
+from spark_jobs.kernels.sweep import NULL_RANK, best_rank, chunk_best
 
 SIZES = (60, 300, 1800)  # finest, then x5, then x6
 K = 4
@@ -200,20 +202,65 @@ def test_timeline_rows_of_unequal_lists_are_refused() -> None:
 
 def test_best_rank_over_long_ranges_equals_a_scan() -> None:
     """min/max read whole runs of rows from `chunk_best`: the same rows as a plain scan, over
-    ranges shorter and far longer than a chunk, at any offset, with NULL ranks (-1) and ties."""
-    import numpy as np
-
+    ranges shorter and far longer than a chunk, at any offset, with NULL ranks and ties."""
     from spark_jobs.kernels import sweep
 
     rng = np.random.default_rng(5)
     rank = rng.integers(-1, 40, 1000)
     rank[300:500] = -1
+    rank[rank < 0] = NULL_RANK
     lo = rng.integers(0, 1000, 400)
     hi = np.minimum(1000, lo + rng.integers(0, 700, 400))
     ptr = np.arange(401, dtype=np.int64)
     for largest in (False, True):
         got = sweep.best_rank(ptr, lo, hi, rank, largest, sweep.chunk_best(rank, largest))
         for i in range(400):
-            rows = [r for r in range(lo[i], hi[i]) if rank[r] >= 0]
+            rows = [r for r in range(lo[i], hi[i]) if rank[r] != NULL_RANK]
             want = -1 if not rows else (max if largest else min)(rows, key=lambda r: (rank[r], -r) if largest else (rank[r], r))
             assert got[i] == want, (i, largest)
+
+
+_floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan, -math.nan, 5e-324, -5e-324]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.one_of(
+        st.lists(st.one_of(st.none(), _floats), max_size=40).map(lambda v: pa.array(v, pa.float64())),
+        st.lists(st.one_of(st.none(), st.floats(width=32)), max_size=40).map(lambda v: pa.array(v, pa.float32())),
+        st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=40).map(lambda v: pa.array(v, pa.int64())),
+        st.lists(st.one_of(st.none(), st.integers(-719_162, 2_932_896)), max_size=40).map(lambda v: pa.array(v, pa.date32())),
+        st.lists(st.one_of(st.none(), st.text(max_size=3)), max_size=40).map(lambda v: pa.array(v, pa.string())),
+    )
+)
+def test_order_keys_order_as_the_values(values) -> None:  # type: ignore[no-untyped-def]
+    """min/max compare int64 keys: for every pair of values the keys compare as the values do
+    (NaN equal to NaN and above +inf, -0.0 equal to 0.0, as Spark orders them), NULL is the
+    sentinel, and an int64 column holding the sentinel's own value still gets dense ranks."""
+    keys = order_keys(values)
+    py = values.to_pylist()
+
+    def spark_order(x):  # type: ignore[no-untyped-def]
+        return (math.isnan(x), 0.0 if math.isnan(x) else x) if isinstance(x, float) else x
+
+    def cmp(a, b):  # type: ignore[no-untyped-def]
+        a, b = spark_order(a), spark_order(b)
+        return (a > b) - (a < b)
+
+    for i, a in enumerate(py):
+        assert (keys[i] == NULL_RANK) == (a is None)
+        for j, b in enumerate(py):
+            if a is not None and b is not None:
+                assert int(keys[i] > keys[j]) - int(keys[i] < keys[j]) == cmp(a, b), (a, b)
+
+
+def test_best_rank_with_keys_takes_the_first_of_equal_values() -> None:
+    """-0.0 and 0.0 are equal keys: max keeps the first row in the range, as a scan would."""
+    col = pa.array([-0.0, 0.0, None, -1.0], pa.float64())
+    keys = order_keys(col)
+    ptr, lo, hi = np.array([0, 1]), np.array([0]), np.array([4])
+    assert best_rank(ptr, lo, hi, keys, True, chunk_best(keys, True)).tolist() == [0]
+    assert best_rank(ptr, lo, hi, keys, False, chunk_best(keys, False)).tolist() == [3]
