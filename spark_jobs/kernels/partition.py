@@ -245,13 +245,16 @@ def sweep_table(plan: SweepPlan, table: pa.Table) -> pa.Table:
     }
     # Sliding kernels visit a key's impressions by window start, then end.
     visit = np.lexsort((i_end, i_floor, i_key))
-    windows = {
-        w: Window(
-            *sweep.cover_csr(i_key, i_floor - w, i_end, b_start, seg, sizes),
-            *sweep.finest_rows(i_key, i_floor - w, i_end, b_start, seg, n_levels),
-        )
-        for w in sorted({r.window for r in plan.refs})
-    }
+    windows = {}
+    for w in sorted({r.window for r in plan.refs}):
+        rows_l, rows_r = sweep.finest_rows(i_key, i_floor - w, i_end, b_start, seg, n_levels)
+        if n_levels == 1:  # one block size (a timeline): the cover is the run of finest rows
+            kept = rows_l < rows_r
+            ptr = np.zeros(len(kept) + 1, np.int64)
+            np.cumsum(kept, out=ptr[1:])
+            windows[w] = Window(ptr, rows_l[kept], rows_r[kept], rows_l, rows_r)
+        else:
+            windows[w] = Window(*sweep.cover_csr(i_key, i_floor - w, i_end, b_start, seg, sizes), rows_l, rows_r)
     sliding = Sliding(visit, i_key, seg, n_levels)
     for ref in plan.refs:
         for name, array in zip(ref.outputs(), _combine(ref, windows[ref.window], sliding, b_start, blocks)):
