@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from spark_jobs.defs.models import Definitions, FeatureRef, FeatureSet
 from spark_jobs.engine.session import Engine
+from spark_jobs.plan.windows import IntArith, cover_pieces
 from spark_jobs.errors import InputDataError
-from spark_jobs.names import BLOCK_DATE, blocks_table, snapshot_table
+from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, BLOCK_START, blocks_table, snapshot_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import snapshot_suite
 from spark_jobs.storage.manifest import Run
@@ -24,6 +26,22 @@ from spark_jobs.transforms.pit import END, T_FLOOR, assemble, fill_empty
 
 def all_refs(fs: FeatureSet) -> list[FeatureRef]:
     return [FeatureRef(feature_set=fs.name, feature=f.name, window=w) for f in fs.features for w in f.windows]
+
+
+def cover_filter(end: int, windows: set[int], fs: FeatureSet) -> Column:
+    """Block rows of the minimal covers of [end - w, end) for every window w (epoch seconds): per
+    piece of a cover its block size, dates and starts, so the scan reads only those partitions."""
+    sizes = tuple(d.seconds for d in fs.block_sizes)
+    pieces = {(p.size, p.lo, p.hi) for w in windows for p in cover_pieces(end - w, end, sizes, IntArith()) if p.lo < p.hi}
+    wanted = F.lit(False)
+    for size, lo, hi in sorted(pieces):
+        first, last = (datetime.fromtimestamp(x, timezone.utc).date() for x in (lo, hi - size))
+        wanted = wanted | (
+            (F.col(BLOCK_SIZE) == size)
+            & F.col(BLOCK_DATE).between(F.lit(first), F.lit(last))
+            & F.col(BLOCK_START).between(F.expr(f"timestamp_seconds({lo})"), F.expr(f"timestamp_seconds({hi - size})"))
+        )
+    return wanted
 
 
 def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datetime, names: list[str]) -> None:
@@ -48,12 +66,9 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datet
                 .withColumn(T_FLOOR, F.lit(t_floor).cast("bigint"))
                 .withColumn(END, F.lit(t_floor).cast("bigint"))
             )
-            # Only the block dates a window can reach are read: a long history costs nothing here.
-            reach = max(r.window.seconds for r in refs)
-            in_reach = blocks.filter(
-                (F.col(BLOCK_DATE) >= F.expr(f"to_date(timestamp_seconds({t_floor - reach}))"))
-                & (F.col(BLOCK_DATE) <= F.expr(f"to_date(timestamp_seconds({t_floor}))"))
-            )
+            # Every key's windows end at the same instant, so the blocks their covers use are
+            # known here: only those (size, date) partitions are read, whatever the history.
+            in_reach = blocks.filter(cover_filter(t_floor, {r.window.seconds for r in refs}, fs))
             values = requests.join(assemble(requests, in_reach, fs, refs), on=[*fs.key, T_FLOOR, END], how="left")
             out = fill_empty(values, fs, refs).select(
                 *[quote(k) for k in fs.key],
