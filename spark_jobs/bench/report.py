@@ -132,7 +132,9 @@ def markdown(r: dict[str, Any]) -> str:
         out += [
             "## Point-in-time lookup",
             "",
-            f"{p['impressions']:,} impressions x {p['features']} feature columns (`{p['feature_set']}`).",
+            f"{p['impressions']:,} impressions x {p['features']} feature columns (`{p['feature_set']}`). "
+            f"Medians of {p.get('fast_repeats', p.get('repeats', 1))} runs ({p.get('repeats', 1)} for the SQL assembly and the "
+            "naive join), the kernels loaded before the first.",
             "",
             "| method | impressions | seconds | per 1k impressions (s) |",
             "|---|---|---|---|",
