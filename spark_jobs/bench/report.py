@@ -257,11 +257,11 @@ def write_chart(r: dict[str, Any], path: Path) -> Path | None:
     if "pit" in s:
         p = s["pit"]
         per_k = [1000 * p["floor_s"] / p["impressions"], 1000 * p["pit_s_per_impression"], 1000 * p["naive_s_per_impression"]]
-        ax.bar(["equi-join\nfloor", "tilewise\nassembly", "naive\nrange join"], per_k, color=["grey", "C0", "C1"])
+        ax.bar(["equi-join\nfloor", "tilewise\nlookup (sweep)", "naive\nrange join"], per_k, color=["grey", "C0", "C1"])
         ax.set_yscale("log")
         ax.set_ylabel("seconds per 1k impressions (log)")
         ax.set_title(f"Point-in-time lookup ({p['impressions']:,} impressions x {p['features']})\n"
-                     f"assembly/floor = {p['ratios']['pit_over_floor']:.2f}x", fontsize=10)
+                     f"lookup/floor = {p['ratios']['pit_over_floor']:.2f}x", fontsize=10)
     else:
         ax.set_title("Point-in-time lookup")
     ax = axes[0][2]
@@ -309,6 +309,12 @@ def write_chart(r: dict[str, Any], path: Path) -> Path | None:
         ax2.annotate("24 GB machine", (0, 24), xytext=(2, -12), textcoords="offset points", color="grey")
     ax1.set_title("Scale: throughput")
     ax2.set_title("Scale: peak memory (process tree)")
+    panels = ((0, 0, "nightly"), (0, 1, "pit"), (0, 2, "engines"), (1, 0, "bucketed"), (1, 1, "scale"), (1, 2, "scale"))
+    for row, col, section in panels:
+        if section not in s:  # a run of some sections only: say so instead of drawing empty axes
+            axes[row][col].set_xticks([])
+            axes[row][col].set_yticks([])
+            axes[row][col].text(0.5, 0.5, f"section {section}\nnot in this run", ha="center", va="center", color="grey")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
