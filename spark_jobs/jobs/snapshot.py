@@ -13,9 +13,9 @@ from pyspark.sql import functions as F
 
 from spark_jobs.defs.models import Definitions, FeatureRef, FeatureSet
 from spark_jobs.engine.session import Engine
-from spark_jobs.plan.windows import IntArith, cover_pieces
 from spark_jobs.errors import InputDataError
 from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, BLOCK_START, blocks_table, snapshot_table
+from spark_jobs.plan.windows import IntArith, cover_pieces
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import snapshot_suite
 from spark_jobs.storage.manifest import Run

@@ -284,8 +284,10 @@ def order_keys(col: pa.Array) -> np.ndarray:
     """
     valid = col.is_valid().to_numpy(zero_copy_only=False)
     dtype = col.type
-    if pa.types.is_integer(dtype) or pa.types.is_date(dtype):
-        keys = _ints(col.cast(pa.int32()) if pa.types.is_date32(dtype) else col.cast(pa.int64()) if pa.types.is_date64(dtype) else col)
+    if pa.types.is_integer(dtype):
+        keys = _ints(col)
+    elif pa.types.is_date32(dtype) or pa.types.is_date64(dtype):
+        keys = _ints(col.cast(pa.int32() if pa.types.is_date32(dtype) else pa.int64()))
     elif pa.types.is_floating(dtype):
         x = pc.fill_null(col.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
         x = np.where(np.isnan(x), np.nan, x + 0.0)  # one NaN, and -0.0 + 0.0 is 0.0
