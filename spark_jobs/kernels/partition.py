@@ -284,6 +284,7 @@ def order_keys(col: pa.Array) -> np.ndarray:
     """
     valid = col.is_valid().to_numpy(zero_copy_only=False)
     dtype = col.type
+    keys: np.ndarray | None = None
     if pa.types.is_integer(dtype):
         keys = _ints(col)
     elif pa.types.is_date32(dtype) or pa.types.is_date64(dtype):
@@ -293,9 +294,8 @@ def order_keys(col: pa.Array) -> np.ndarray:
         x = np.where(np.isnan(x), np.nan, x + 0.0)  # one NaN, and -0.0 + 0.0 is 0.0
         bits = x.view(np.int64)
         keys = np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
-    else:
-        keys = pc.rank(col, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
-    if (keys[valid] == sweep.NULL_RANK).any():  # the one int64 value the sentinel takes
+    # Dense ranks for the other types, and for integers holding the one value the sentinel takes.
+    if keys is None or (keys[valid] == sweep.NULL_RANK).any():
         keys = pc.rank(col, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
     keys[~valid] = sweep.NULL_RANK
     return keys
