@@ -168,8 +168,9 @@ def _history(engine: Any, defs: Any, new_day: date) -> float:
             tl = wh.path(timeline_table(f"user_{k}"))
             shutil.rmtree(tl, ignore_errors=True)
             shutil.copytree(wh.path(timeline_table(longest)), tl)
-            marker = tl / timeline.MARKER
-            marker.write_text(json.dumps({**json.loads(marker.read_text()), "blocks_table": f"blocks/user_{k}"}))
+            m = timeline.marker(wh, longest)
+            assert m is not None, f"the backfill of {longest} left no timeline marker"
+            timeline.write_marker(wh, f"user_{k}", f"blocks/user_{k}", m["blocks_version"], m["timeline_version"])
     return time.perf_counter() - t
 
 

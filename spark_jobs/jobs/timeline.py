@@ -91,7 +91,7 @@ def follow(
                 result = wh.overwrite(table, staged, PARTITION_BY)
             else:
                 result = wh.replace_range(table, staged, predicate, PARTITION_BY)
-        _write_marker(wh, fs.name, blocks_table, blocks_version, result.version)
+        write_marker(wh, fs.name, blocks_table, blocks_version, result.version)
         gate.discard_staged(run)
     run.outputs[table] = {"version": result.version, "blocks_version": blocks_version, "blocks": expected}
 
@@ -115,7 +115,8 @@ def for_lookup(engine: Engine, wh: Warehouse, run: Run, fs_name: str, blocks_tab
     return None
 
 
-def _write_marker(wh: Warehouse, fs_name: str, blocks_table: str, blocks_version: int, timeline_version: int) -> None:
+def write_marker(wh: Warehouse, fs_name: str, blocks_table: str, blocks_version: int, timeline_version: int) -> None:
+    """Record (atomically) that the timeline's `timeline_version` derives from `blocks_version`."""
     path = wh.path(timeline_table(fs_name)) / MARKER
     tmp = path.with_suffix(".tmp")
     state = {"blocks_table": blocks_table, "blocks_version": blocks_version, "timeline_version": timeline_version}
