@@ -10,7 +10,7 @@ from spark_jobs.jobs import backfill, snapshot
 from spark_jobs.storage.tables import Warehouse
 from tests.helpers import EVENTS, load, run_job, write_defs, write_parquet
 
-DEFS = """
+FEATURE_SET = """
 sources:
   events: {path: "${data_root}/events", format: parquet, timestamp: ts, dedupe_key: event_id}
 feature_sets:
@@ -19,8 +19,8 @@ feature_sets:
     key: user_id
     block_sizes: [5m, 1h, 1d]
     features:
-      - {name: n, aggregation: count, windows: [1h, 1d]}
 """
+DEFS = FEATURE_SET + "      - {name: n, aggregation: count, windows: [1h, 1d]}\n"
 
 
 def test_snapshot_has_every_key_with_blocks(engine, tmp_path: Path) -> None:
@@ -46,15 +46,7 @@ def test_snapshot_has_every_key_with_blocks(engine, tmp_path: Path) -> None:
     assert rows == {"old": (0, 0), "edge": (0, 1), "now": (2, 2)}
 
 
-WINDOWS_DEFS = """
-sources:
-  events: {path: "${data_root}/events", format: parquet, timestamp: ts, dedupe_key: event_id}
-feature_sets:
-  acts:
-    source: events
-    key: user_id
-    block_sizes: [5m, 1h, 1d]
-    features:
+WINDOWS_DEFS = FEATURE_SET + """\
       - {name: n, aggregation: count, windows: [5m, 1h, 1d, 2d]}
       - {name: total, aggregation: sum, column: value, windows: [1h, 2d]}
 """
