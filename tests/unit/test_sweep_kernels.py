@@ -264,3 +264,32 @@ def test_best_rank_with_keys_takes_the_first_of_equal_values() -> None:
     ptr, lo, hi = np.array([0, 1]), np.array([0]), np.array([4])
     assert best_rank(ptr, lo, hi, keys, True, chunk_best(keys, True)).tolist() == [0]
     assert best_rank(ptr, lo, hi, keys, False, chunk_best(keys, False)).tolist() == [3]
+
+
+def test_a_sweep_process_keeps_freed_memory_for_reuse():
+    """`reuse_freed_memory` (called by every sweep) really sets glibc's thresholds and moves
+    pyarrow onto glibc, once: if a mallopt call is refused, nothing changes."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import ctypes, pyarrow as pa
+        from spark_jobs.kernels import partition
+        before = pa.default_memory_pool().backend_name
+        partition.reuse_freed_memory()
+        partition.reuse_freed_memory()
+        try:
+            ctypes.CDLL("libc.so.6").mallopt
+        except (OSError, AttributeError):
+            print("no glibc", before, pa.default_memory_pool().backend_name)
+        else:
+            print("glibc", before != "system", pa.default_memory_pool().backend_name)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    if out[0] == "glibc":
+        assert out[1:] == ["True", "system"]
+    else:
+        assert out[1] == out[2]
