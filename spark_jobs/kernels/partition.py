@@ -14,7 +14,7 @@ No pyspark import: this runs inside Sail's embedded Python and in classic Spark'
 from __future__ import annotations
 
 import ctypes
-import threading
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -84,14 +84,13 @@ class SweepPlan:
         yield from out.to_batches(max_chunksize=BATCH_ROWS)
 
 
-_TUNED = threading.Lock()
-_tuned = False
 # glibc malloc: requests below this come from its heaps (the most it allows), and up to
 # TRIM_BYTES of freed heap memory is kept for the next request instead of going back to the OS.
 MMAP_THRESHOLD = 32 << 20
 TRIM_BYTES = 256 << 20
 
 
+@functools.cache
 def reuse_freed_memory() -> None:
     """Let this process reuse the memory a sweep frees instead of getting fresh pages each time.
 
@@ -103,20 +102,15 @@ def reuse_freed_memory() -> None:
     a fresh process (every `training-set`) always ran at that cost. With glibc keeping freed
     memory and pyarrow allocating through it, the same lookup spends about 0.9 s there.
     Once per process; a no-op without glibc. Memory use: up to TRIM_BYTES stays reserved.
+    (Two threads' first calls may both run it: the settings are the same.)
     """
-    global _tuned
-    with _TUNED:
-        if _tuned:
-            return
-        _tuned = True
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            mallopt = libc.mallopt
-        except (OSError, AttributeError):
-            return  # not glibc (macOS, musl): keep the allocators as they are
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        if mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1 and mallopt(m_trim_threshold, TRIM_BYTES) == 1:
-            pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return  # not glibc (macOS, musl): keep the allocators as they are
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    if mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1 and mallopt(m_trim_threshold, TRIM_BYTES) == 1:
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def warm_up() -> None:
