@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,6 +85,14 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def tilewise(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*TILEWISE, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def run_python(code: str, timeout: int = 120) -> str:
+    """Run `code` (dedented) in a fresh interpreter, for process state such as what is imported;
+    its stdout, after asserting it exited 0."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def table_content(warehouse: Path, table: str) -> list[str]:

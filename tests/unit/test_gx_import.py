@@ -5,15 +5,7 @@ Each check runs in a fresh interpreter: what is imported is process state.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
-
-def run_python(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+from tests.helpers import run_python
 
 
 def test_a_deferred_module_is_imported_on_first_use_and_then_is_the_real_one():

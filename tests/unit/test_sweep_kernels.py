@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from spark_jobs.aggregations import REGISTRY, AggInput, PyEvent
 from spark_jobs.kernels.partition import END, LEVEL, STARTS, T, RefSpec, SweepPlan, from_timeline, order_keys, sweep_table
 from spark_jobs.kernels.sweep import NULL_RANK, best_rank, chunk_best
+from tests.helpers import run_python
 
 SIZES = (60, 300, 1800)  # finest, then x5, then x6
 K = 4
@@ -269,11 +270,7 @@ def test_best_rank_with_keys_takes_the_first_of_equal_values() -> None:
 def test_a_sweep_process_keeps_freed_memory_for_reuse():
     """`reuse_freed_memory` (called by every sweep) really sets glibc's thresholds and moves
     pyarrow onto glibc, once: if a mallopt call is refused, nothing changes."""
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent(
+    out = run_python(
         """
         import ctypes, pyarrow as pa
         from spark_jobs.kernels import partition
@@ -287,8 +284,7 @@ def test_a_sweep_process_keeps_freed_memory_for_reuse():
         else:
             print("glibc", before != "system", pa.default_memory_pool().backend_name)
         """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    ).split()
     if out[0] == "glibc":
         assert out[1:] == ["True", "system"]
     else:
