@@ -255,6 +255,7 @@ def _import_gx() -> Any:
 # to stand-ins that import the real module on first use, so an expectation that needs one
 # still gets it.
 _HEAVY_UNTIL_USED = ("scipy.stats", "altair")
+_DEFER_LOCK = threading.Lock()
 
 
 class _Deferred(types.ModuleType):
@@ -269,9 +270,6 @@ class _Deferred(types.ModuleType):
         real = importlib.import_module(self.__name__)
         self.__dict__.update(real.__dict__)
         return getattr(real, attr)
-
-
-_DEFER_LOCK = threading.Lock()
 
 
 def _defer(names: Sequence[str]) -> None:
