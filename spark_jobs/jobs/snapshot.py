@@ -1,7 +1,10 @@
 """`tilewise snapshot --as-of TS`: every key's feature values as of TS (the online store's view).
 
 Each key is looked up as an impression at TS without a watermark: windows end at floor_g(TS),
-recorded per row as `watermark`. Every feature and window of the feature set is included.
+recorded per row as `watermark`. Every feature and window of the feature set is included. As every
+key's windows share that end, the covers are the same for all keys: the job reads only their
+blocks and combines them in one group-by (`transforms.pit.assemble_at`), with the same
+aggregation SQL as a training set's lookup.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from spark_jobs.quality.suites import snapshot_suite
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms.blocks import quote
-from spark_jobs.transforms.pit import END, T_FLOOR, assemble, fill_empty
+from spark_jobs.transforms.pit import END, assemble_at, fill_empty
 
 
 def all_refs(fs: FeatureSet) -> list[FeatureRef]:
@@ -61,15 +64,13 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datet
             # Every key: each block is rolled up into a block of the coarsest size, so that level
             # (a partition of the table) holds every key, in far fewer rows than the finest.
             coarsest = blocks.filter(F.col("block_size") == fs.block_sizes[-1].seconds)
-            requests = (
-                coarsest.select(*[quote(k) for k in fs.key]).distinct()
-                .withColumn(T_FLOOR, F.lit(t_floor).cast("bigint"))
-                .withColumn(END, F.lit(t_floor).cast("bigint"))
-            )
+            keys = coarsest.select(*[quote(k) for k in fs.key]).distinct()
             # Every key's windows end at the same instant, so the blocks their covers use are
-            # known here: only those (size, date) partitions are read, whatever the history.
+            # known here: only those (size, date) partitions are read, whatever the history,
+            # and one group-by combines them.
             in_reach = blocks.filter(cover_filter(t_floor, {r.window.seconds for r in refs}, fs))
-            values = requests.join(assemble(requests, in_reach, fs, refs), on=[*fs.key, T_FLOOR, END], how="left")
+            values = keys.join(assemble_at(t_floor, in_reach, fs, refs), on=list(fs.key), how="left")
+            values = values.withColumn(END, F.lit(t_floor).cast("bigint"))
             out = fill_empty(values, fs, refs).select(
                 *[quote(k) for k in fs.key],
                 *[quote(r.column) for r in refs],

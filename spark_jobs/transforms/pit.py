@@ -11,7 +11,7 @@ blocks, which are equi-joined to the block table and combined.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.models import FeatureRef, FeatureSet
 from spark_jobs.names import BLOCK_SIZE, BLOCK_START, cutoff_column
-from spark_jobs.plan.windows import cover_sql
+from spark_jobs.plan.windows import IntArith, cover_pieces, cover_sql
 from spark_jobs.transforms.blocks import agg_input, part_column, quote
 
 T_FLOOR = "_tw_tfloor"  # floor_g(t), epoch seconds
@@ -99,20 +99,49 @@ def assemble(requests: DataFrame, blocks: DataFrame, fs: FeatureSet, refs: Seque
         on=[*fs.key, BLOCK_SIZE, BLOCK_START],
         how="inner",
     )
+    return combine(joined, [*keys, T_FLOOR, END], fs, refs, lambda w: f"_tw_w = {w}")
+
+
+def assemble_at(end: int, blocks: DataFrame, fs: FeatureSet, refs: Sequence[FeatureRef]) -> DataFrame:
+    """Feature values of every key of `blocks` for windows that all end at `end` (epoch seconds,
+    aligned to the finest block), as `assemble` gives them for requests sharing that end.
+
+    With one end, each window's cover is the same set of (block size, start range) pieces for
+    every key, so a block's membership is a condition on its own columns: one group-by over the
+    blocks, no exploded covers and no join. `blocks` should hold only the covers' blocks
+    (`jobs.snapshot.cover_filter`); others are ignored.
+    """
+    sizes = tuple(d.seconds for d in fs.block_sizes)
+    start = f"unix_seconds({BLOCK_START})"
+
+    def member(w: int) -> str:
+        pieces = sorted({(p.size, p.lo, p.hi) for p in cover_pieces(end - w, end, sizes, IntArith()) if p.lo < p.hi})
+        either = [f"({BLOCK_SIZE} = {size} AND {start} >= {lo} AND {start} < {hi})" for size, lo, hi in pieces]
+        return " OR ".join(either) or "false"
+
+    return combine(blocks, [quote(k) for k in fs.key], fs, refs, member)
+
+
+def combine(
+    rows: DataFrame, group: list[str], fs: FeatureSet, refs: Sequence[FeatureRef], member: Callable[[int], str]
+) -> DataFrame:
+    """Group `rows` (block rows with their parts) by `group` and finalize every ref over the rows
+    for which `member(window seconds)` (a SQL condition) holds."""
+    features = {f.name: f for f in fs.features}
     aggs, finals = [], []
     for ref in refs:
         feature = features[ref.feature]
         agg = REGISTRY[feature.aggregation]
         x = agg_input(feature, fs)
         in_window = {
-            p: f"CASE WHEN _tw_w = {ref.window.seconds} THEN {quote(part_column(feature, p))} END" for p in agg.parts
+            p: f"CASE WHEN {member(ref.window.seconds)} THEN {quote(part_column(feature, p))} END" for p in agg.parts
         }
         combined = {p: f"_tw_{ref.column}__{p}" for p in agg.parts}
         for part, expr in agg.combine_sql(in_window, x).items():
             aggs.append(F.expr(expr).alias(combined[part]))
         finals.append(F.expr(agg.finalize_sql({p: quote(c) for p, c in combined.items()}, x)).alias(ref.column))
-    grouped = joined.groupBy(*keys, T_FLOOR, END).agg(*aggs)
-    return grouped.select(*keys, T_FLOOR, END, *finals)
+    grouped = rows.groupBy(*group).agg(*aggs)
+    return grouped.select(*group, *finals)
 
 
 def fill_empty(df: DataFrame, fs: FeatureSet, refs: Sequence[FeatureRef]) -> DataFrame:
