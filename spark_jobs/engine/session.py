@@ -120,6 +120,11 @@ def _start_sail(profile: Profile) -> Engine:
         os.environ["SAIL_EXECUTION__DEFAULT_PARALLELISM"] = str(profile.sail_parallelism)
     from pysail.spark import SparkConnectServer
 
+    from spark_jobs.kernels.memory import reuse_freed_memory
+
+    # Sail runs the sweep's Python in its own threads, in this process: set the allocators
+    # before any of them runs Python (a thread keeps the glibc arena it first gets).
+    reuse_freed_memory()
     server = SparkConnectServer("127.0.0.1", 0)
     server.start(background=True)
     _, port = server.listening_address

@@ -13,8 +13,6 @@ No pyspark import: this runs inside Sail's embedded Python and in classic Spark'
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spark_jobs.kernels import sweep
+from spark_jobs.kernels.memory import reuse_freed_memory
 
 LEVEL = "_tw_level"  # block rows: index of the block size (0 = finest); impression rows: -1
 T = "_tw_t"  # block rows: block start; impression rows: floor_g(t) (epoch seconds)
@@ -82,35 +81,6 @@ class SweepPlan:
             table = from_timeline(table, self.keys)
         out = sweep_table(self, table)
         yield from out.to_batches(max_chunksize=BATCH_ROWS)
-
-
-# glibc malloc: requests below this come from its heaps (the most it allows), and up to
-# TRIM_BYTES of freed heap memory is kept for the next request instead of going back to the OS.
-MMAP_THRESHOLD = 32 << 20
-TRIM_BYTES = 256 << 20
-
-
-@functools.cache
-def reuse_freed_memory() -> None:
-    """Let this process reuse the memory a sweep frees instead of getting fresh pages each time.
-
-    A sweep allocates and frees arrays of a few MB to some 100 MB per partition, several
-    partitions at once. By default glibc serves such sizes with `mmap` and gives them back at
-    `free` (its threshold only adapts after the first frees), and pyarrow's mimalloc pool
-    returns pages too, so every partition of a process's first lookup page-faults its memory
-    in again: on the bench's lookup, 3.4 of 7 CPU-seconds were the kernel's (sys time), and
-    a fresh process (every `training-set`) always ran at that cost. With glibc keeping freed
-    memory and pyarrow allocating through it, the same lookup spends about 0.9 s there.
-    Once per process; a no-op without glibc. Memory use: up to TRIM_BYTES stays reserved.
-    (Two threads' first calls may both run it: the settings are the same.)
-    """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return  # not glibc (macOS, musl): keep the allocators as they are
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-    if mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1 and mallopt(m_trim_threshold, TRIM_BYTES) == 1:
-        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def warm_up() -> None:
