@@ -124,7 +124,25 @@ def not_seen_before(df: DataFrame, seen: DataFrame, by: tuple[str, ...]) -> Data
 
 
 def dedupe(df: DataFrame, by: tuple[str, ...]) -> DataFrame:
-    """One row per `by`; the earliest (then smallest by every plain column) wins, on any engine."""
+    """One row per `by` (NULLs equal); the earliest (then smallest by every plain column, NULLs
+    last) wins, on any engine.
+
+    Most rows have a `by` value of their own, and they pass untouched: only the rows whose value
+    occurs more than once are sorted to pick the winner. (A window over every row was the most
+    expensive step of a nightly backfill: 0.45 of 0.55 s for 400k events, against 0.08 s to find
+    the repeated values.)
+    """
+    repeated = df.groupBy(*[F.col(f"`{c}`") for c in by]).agg(F.count(F.lit(1)).alias("_tw_n"))
+    repeated = repeated.filter("_tw_n > 1").select(*[F.col(f"`{c}`").alias(f"_tw_dup{i}") for i, c in enumerate(by)])
+    same = F.lit(True)
+    for i, c in enumerate(by):
+        same = same & F.col(f"`{c}`").eqNullSafe(F.col(f"_tw_dup{i}"))
+    once = df.join(repeated, on=same, how="left_anti")
+    several = df.join(repeated, on=same, how="left_semi")
+    return once.unionByName(_first_per(several, by))
+
+
+def _first_per(df: DataFrame, by: tuple[str, ...]) -> DataFrame:
     from pyspark.sql import Window
 
     plain = [c for c, t in df.dtypes if not t.startswith(("array", "map", "struct")) and c not in by and c != TS]
