@@ -6,7 +6,9 @@ For an impression at `t` with watermark `w` and a feature set with finest block 
 and the feature is the aggregation of events in [start, end), assembled from the minimal cover
 of blocks (`plan.windows`). Impressions that share (key, floor_g(t), end) share one request, so
 the work is per distinct request, not per impression: each request explodes into its cover
-blocks, which are equi-joined to the block table and combined.
+blocks, which are equi-joined to the block table and combined (`assemble`). When every request
+ends at the same instant (a snapshot), the covers are the same for every key and one group-by
+over the blocks does it (`assemble_at`).
 """
 
 from __future__ import annotations
@@ -112,14 +114,15 @@ def assemble_at(end: int, blocks: DataFrame, fs: FeatureSet, refs: Sequence[Feat
     (`jobs.snapshot.cover_filter`); others are ignored.
     """
     sizes = tuple(d.seconds for d in fs.block_sizes)
+    if end % sizes[0]:
+        raise ValueError(f"assemble_at: end {end} is not aligned to the finest block ({sizes[0]} s)")
     start = f"unix_seconds({BLOCK_START})"
-
-    def member(w: int) -> str:
+    members = {}
+    for w in sorted({r.window.seconds for r in refs}):
         pieces = sorted({(p.size, p.lo, p.hi) for p in cover_pieces(end - w, end, sizes, IntArith()) if p.lo < p.hi})
         either = [f"({BLOCK_SIZE} = {size} AND {start} >= {lo} AND {start} < {hi})" for size, lo, hi in pieces]
-        return " OR ".join(either) or "false"
-
-    return combine(blocks, [quote(k) for k in fs.key], fs, refs, member)
+        members[w] = " OR ".join(either) or "false"
+    return combine(blocks, [quote(k) for k in fs.key], fs, refs, members.__getitem__)
 
 
 def combine(

@@ -4,8 +4,8 @@ Random data (seeded), a two-column key, and the edges placed on purpose: events 
 edges, keys with no events and NULL keys, watermarks NULL / unaligned / after the impression /
 far before it, a timestamp-valued max and last_n, a string min, and one heavy key whose windows
 hold more than K distinct values (the KMV estimate). The snapshot's one-pass assembly
-(`transforms.pit.assemble_at`) is checked against the same reference at an aligned and an
-unaligned instant.
+(`transforms.pit.assemble_at`) is checked against the same reference at midnight and at an
+instant on no hour (both on a 5-minute edge, as snapshots are).
 """
 
 from __future__ import annotations
@@ -117,7 +117,9 @@ def test_sweep_equals_sql_assembly(engine, warehouse, tmp_path, seed) -> None:  
     assert any(r["n_5m"] is None for r in actual.values())
 
     # A snapshot's assembly (every key's windows ending at one instant, one group-by over the
-    # covers' blocks) equals the reference for the same keys looked up at that instant.
+    # covers' blocks) equals the reference for the same keys looked up at that instant: at
+    # midnight, and at 13:45 (a 5-minute edge, so every coarser level's edges are cut). It gets
+    # every block, so blocks outside the covers must be ignored.
     keys = blocks.select("region", "user_id").distinct()
     names = [r.column for r in refs]
     for end in (DAY0 + timedelta(days=2), DAY0 + timedelta(days=2, hours=13, minutes=45)):

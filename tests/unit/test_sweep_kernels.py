@@ -274,7 +274,10 @@ def test_a_sweep_process_keeps_freed_memory_for_reuse():
     out = run_python(
         """
         import ctypes, pyarrow as pa
-        from numpy._core import multiarray
+        try:
+            from numpy._core import multiarray
+        except ImportError:  # numpy 1.x
+            from numpy.core import multiarray
         from spark_jobs.kernels import partition
         from spark_jobs.kernels.memory import reuse_freed_memory
         assert partition.reuse_freed_memory is reuse_freed_memory
