@@ -17,14 +17,13 @@ from pyspark.sql import functions as F
 from spark_jobs.defs.models import Definitions, FeatureRef, FeatureSet
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError
-from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, BLOCK_START, blocks_table, snapshot_table
-from spark_jobs.plan.windows import IntArith, cover_pieces
+from spark_jobs.names import blocks_table, snapshot_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import snapshot_suite
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms.blocks import quote
-from spark_jobs.transforms.pit import END, assemble_at, fill_empty
+from spark_jobs.transforms.pit import assemble_at, fill_empty, piece_conditions
 
 
 def all_refs(fs: FeatureSet) -> list[FeatureRef]:
@@ -35,16 +34,8 @@ def cover_filter(end: int, windows: set[int], fs: FeatureSet) -> Column:
     """Block rows of the minimal covers of [end - w, end) for every window w (epoch seconds): per
     piece of a cover its block size, dates and starts, so the scan reads only those partitions."""
     sizes = tuple(d.seconds for d in fs.block_sizes)
-    pieces = {(p.size, p.lo, p.hi) for w in windows for p in cover_pieces(end - w, end, sizes, IntArith()) if p.lo < p.hi}
-    wanted = F.lit(False)
-    for size, lo, hi in sorted(pieces):
-        first, last = (datetime.fromtimestamp(x, timezone.utc).date() for x in (lo, hi - size))
-        wanted = wanted | (
-            (F.col(BLOCK_SIZE) == size)
-            & F.col(BLOCK_DATE).between(F.lit(first), F.lit(last))
-            & F.col(BLOCK_START).between(F.expr(f"timestamp_seconds({lo})"), F.expr(f"timestamp_seconds({hi - size})"))
-        )
-    return wanted
+    pieces = sorted({c for w in windows for c in piece_conditions(end, w, sizes)})
+    return F.expr(" OR ".join(pieces) or "false")
 
 
 def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datetime, names: list[str]) -> None:
@@ -70,11 +61,10 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datet
             # and one group-by combines them.
             in_reach = blocks.filter(cover_filter(t_floor, {r.window.seconds for r in refs}, fs))
             values = keys.join(assemble_at(t_floor, in_reach, fs, refs), on=list(fs.key), how="left")
-            values = values.withColumn(END, F.lit(t_floor).cast("bigint"))
             out = fill_empty(values, fs, refs).select(
                 *[quote(k) for k in fs.key],
                 *[quote(r.column) for r in refs],
-                F.expr(f"timestamp_seconds({END})").alias("watermark"),
+                F.expr(f"timestamp_seconds({t_floor})").alias("watermark"),
                 F.lit(as_of).cast("timestamp").alias("as_of"),
             )
             table = snapshot_table(name)

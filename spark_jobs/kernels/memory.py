@@ -48,7 +48,8 @@ def reuse_freed_memory() -> None:
     Measured on the bench's lookup (230k impressions x 21 columns, 8 runs in one process, two
     processes each way, alternating): median 1.52-1.57 s before, 1.28-1.34 s after; the first
     run of a process 1.9-3.2 s before, 1.5-1.6 s after.
-    Memory use: up to TRIM_BYTES (plus TOP_PAD) of freed memory stays reserved per arena. Without glibc (macOS, musl) only numpy's switch applies.
+    Memory use: up to TRIM_BYTES (plus TOP_PAD) of freed memory stays reserved per arena.
+    Without glibc (macOS, musl) only numpy's switch applies.
     (Two threads' first calls may both run it: the settings are the same.)
     """
     _numpy_without_huge_pages()

@@ -14,13 +14,14 @@ over the blocks does it (`assemble_at`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from spark_jobs.aggregations import REGISTRY
 from spark_jobs.defs.models import FeatureRef, FeatureSet
-from spark_jobs.names import BLOCK_SIZE, BLOCK_START, cutoff_column
+from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, BLOCK_START, cutoff_column
 from spark_jobs.plan.windows import IntArith, cover_pieces, cover_sql
 from spark_jobs.transforms.blocks import agg_input, part_column, quote
 
@@ -116,13 +117,23 @@ def assemble_at(end: int, blocks: DataFrame, fs: FeatureSet, refs: Sequence[Feat
     sizes = tuple(d.seconds for d in fs.block_sizes)
     if end % sizes[0]:
         raise ValueError(f"assemble_at: end {end} is not aligned to the finest block ({sizes[0]} s)")
-    start = f"unix_seconds({BLOCK_START})"
-    members = {}
-    for w in sorted({r.window.seconds for r in refs}):
-        pieces = sorted({(p.size, p.lo, p.hi) for p in cover_pieces(end - w, end, sizes, IntArith()) if p.lo < p.hi})
-        either = [f"({BLOCK_SIZE} = {size} AND {start} >= {lo} AND {start} < {hi})" for size, lo, hi in pieces]
-        members[w] = " OR ".join(either) or "false"
+    members = {w: " OR ".join(piece_conditions(end, w, sizes)) or "false" for w in {r.window.seconds for r in refs}}
     return combine(blocks, [quote(k) for k in fs.key], fs, refs, members.__getitem__)
+
+
+def piece_conditions(end: int, window: int, sizes: tuple[int, ...]) -> list[str]:
+    """One SQL condition per non-empty piece of the minimal cover of [end - window, end) (epoch
+    seconds, aligned to sizes[0]): the block rows of that piece by size, dates (so that a scan
+    reads only their partitions) and starts."""
+    conditions = []
+    for p in cover_pieces(end - window, end, sizes, IntArith()):
+        if p.lo < p.hi:
+            first, last = (datetime.fromtimestamp(x, timezone.utc).date() for x in (p.lo, p.hi - p.size))
+            conditions.append(
+                f"({BLOCK_SIZE} = {p.size} AND {BLOCK_DATE} BETWEEN DATE'{first}' AND DATE'{last}'"
+                f" AND {BLOCK_START} BETWEEN timestamp_seconds({p.lo}) AND timestamp_seconds({p.hi - p.size}))"
+            )
+    return conditions
 
 
 def combine(

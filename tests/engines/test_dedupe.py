@@ -1,6 +1,6 @@
 """`transforms.events.dedupe` on both engines against the rule it documents: one row per dedupe
-key (NULL keys are one key, also in one column of a compound key), the earliest wins, then the smallest by every plain column with
-NULLs last; rows of a key of their own pass untouched."""
+key (NULL keys are one key, also in one column of a compound key), the earliest wins, then the
+smallest by every plain column with NULLs last; rows of a key of their own pass untouched."""
 
 from __future__ import annotations
 
