@@ -28,6 +28,7 @@ LEVEL = "_tw_level"  # block rows: index of the block size (0 = finest); impress
 T = "_tw_t"  # block rows: block start; impression rows: floor_g(t) (epoch seconds)
 END = "_tw_end"  # impression rows: end of every window (epoch seconds)
 STARTS = "_tw_starts"  # timeline rows: the starts of a (key, day)'s finest blocks, parts alongside
+KEY_ID = "_tw_key"  # flattened timeline rows (`from_timeline`): the keys' `key_ids`, in place of the keys
 BATCH_ROWS = 1 << 16
 
 
@@ -121,24 +122,25 @@ def from_timeline(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     rows of the finest level, followed by the impression rows, in the form `sweep_table` reads.
 
     The lists are flattened, not copied element by element: a part's values are its list's
-    values (for list-valued parts, the inner lists, offsets and all). Impression rows keep their
-    columns; their parts become NULL of the flattened type.
+    values (for list-valued parts, the inner lists, offsets and all). The key columns become
+    `KEY_ID` (`key_ids`, numbered on the timeline rows before they are flattened: one lookup per
+    day, not per block). Impression rows keep their other columns; their parts become NULL of
+    the flattened type.
     """
     level = _ints(table.column(LEVEL))
-    imp_rows = pa.array(np.flatnonzero(level < 0))
+    imp_rows = np.flatnonzero(level < 0)
     starts = table.column(STARTS).combine_chunks()
     lengths = pc.fill_null(pc.list_value_length(starts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    owner = pa.array(np.repeat(np.arange(table.num_rows), lengths))
+    ids = key_ids(table, keys)
+    owner = np.repeat(np.arange(table.num_rows), lengths)
     n_blocks = int(lengths.sum())
     parts = [c for c in table.column_names if c not in (*keys, LEVEL, T, END, STARTS) and _is_list(table.schema.field(c).type)]
-    imps = table.take(imp_rows)
-    columns: dict[str, pa.ChunkedArray] = {}
+    imps = table.select([c for c in table.column_names if c not in (*keys, STARTS, *parts)]).take(pa.array(imp_rows))
+    columns: dict[str, pa.ChunkedArray] = {KEY_ID: pa.chunked_array([pa.array(np.concatenate((ids[owner], ids[imp_rows])))])}
     for name in table.column_names:
-        if name == STARTS:
+        if name == STARTS or name in keys:
             continue
-        if name in keys:
-            block_col = table.column(name).take(owner)
-        elif name == LEVEL:
+        if name == LEVEL:
             block_col = pa.chunked_array([pa.array(np.zeros(n_blocks, np.int32))])
         elif name == T:
             block_col = pa.chunked_array([starts.flatten()])
@@ -150,9 +152,10 @@ def from_timeline(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
             block_col = pa.chunked_array([col.flatten()])
         else:  # END, the impression id
             block_col = pa.chunked_array([pa.nulls(n_blocks, table.schema.field(name).type)])
-        imp_col = imps.column(name)
         if name in parts:
-            imp_col = pa.chunked_array([pa.nulls(imps.num_rows, block_col.type)])
+            imp_col = pa.chunked_array([pa.nulls(len(imp_rows), block_col.type)])
+        else:
+            imp_col = imps.column(name)
         columns[name] = pa.chunked_array(block_col.chunks + imp_col.chunks, type=block_col.type)
     return pa.table(columns)
 
@@ -227,7 +230,7 @@ def sweep_table(plan: SweepPlan, table: pa.Table) -> pa.Table:
     list values (hashes, last_n entries, samples) stay where Arrow put them.
     """
     level = _ints(table.column(LEVEL))
-    keys = key_ids(table, plan.keys)
+    keys = _ints(table.column(KEY_ID)) if KEY_ID in table.column_names else key_ids(table, plan.keys)
     start = _ints(table.column(T))
     block_rows = np.flatnonzero(level >= 0)
     imp_rows = np.flatnonzero(level < 0)
@@ -325,8 +328,12 @@ class Blocks:
     def ints(self, name: str) -> np.ndarray:
         return self._once("ints", name, lambda: _ints(self.column(name))[self.order])
 
-    def chunk_best(self, name: str, largest: bool) -> np.ndarray:
-        return self._once("chunk_best" + "max" * largest, name, lambda: sweep.chunk_best(self.ranks(name), largest))
+    def chunk_best(self, name: str, largest: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`sweep.chunk_best` and `sweep.chunk_edges` of the column's ranks, as `best_rank` reads them."""
+        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            rank = self.ranks(name)
+            return (sweep.chunk_best(rank, largest), *sweep.chunk_edges(rank, largest))
+        return self._once("chunk_best" + "max" * largest, name, make)
 
     def prefix_int(self, name: str) -> np.ndarray:
         return self._once("prefix_int", name, lambda: sweep.prefix_int(self.ints(name)))
@@ -404,7 +411,7 @@ def _combine(ref: RefSpec, win: Window, sl: Sliding, starts: np.ndarray, blocks:
         return [s, pa.array(sweep.sum_int(ptr, lo, hi, blocks.prefix_int(ref.parts[1])), type=pa.int64())]
     if agg in ("min", "max"):
         rank = blocks.ranks(part)
-        best = sweep.best_rank(ptr, lo, hi, rank, agg == "max", blocks.chunk_best(part, agg == "max"))
+        best = sweep.best_rank(ptr, lo, hi, rank, agg == "max", *blocks.chunk_best(part, agg == "max"))
         return [blocks.take(part, best)]
     if agg == "last_n":
         n = ref.n or 0

@@ -217,26 +217,50 @@ def chunk_best(rank, largest):  # type: ignore[no-untyped-def]
 
 
 @jit
-def best_rank(ptr, lo, hi, rank, largest, chunks):  # type: ignore[no-untyped-def]
+def chunk_edges(rank, largest):  # type: ignore[no-untyped-def]
+    """Per row, the best row from the start of its run of CHUNK rows up to it (`pre`) and from
+    it to the end of that run (`suf`), -1 if none: a range's partial runs at its two ends are
+    then one lookup each. Ties keep the first row."""
+    n = rank.shape[0]
+    pre = np.full(n, -1, np.int64)
+    suf = np.full(n, -1, np.int64)
+    for r in range(n):
+        prev = -1 if r % CHUNK == 0 else pre[r - 1]
+        pre[r] = _better(rank, prev, r, largest)
+    for r in range(n - 1, -1, -1):
+        nxt = -1 if (r + 1) % CHUNK == 0 or r + 1 == n else suf[r + 1]
+        suf[r] = _better(rank, r, nxt, largest)
+    return pre, suf
+
+
+@jit
+def best_rank(ptr, lo, hi, rank, largest, chunks, pre, suf):  # type: ignore[no-untyped-def]
     """Row of the smallest (or largest) non-NULL rank (NULL_RANK is NULL) per impression, -1 if none.
 
-    Whole runs of CHUNK rows inside a range are read from `chunks` (`chunk_best`), so a range
-    of m rows costs about m / CHUNK + 2 * CHUNK steps. Ties keep the first row, as a scan would.
+    A range inside one run of CHUNK rows is scanned; a longer one is its first run's tail
+    (`suf`), the whole runs between (`chunks`, from `chunk_best`) and its last run's head
+    (`pre`, both from `chunk_edges`): about m / CHUNK steps for m rows. Ties keep the first
+    row, as a scan would: the parts are taken in row order and a later one wins only if better.
     """
     n = ptr.shape[0] - 1
     out = np.full(n, -1, np.int64)
     for i in range(n):
         best = -1
         for j in range(ptr[i], ptr[i + 1]):
-            r = lo[j]
-            end = hi[j]
-            while r < end:
-                if r % CHUNK == 0 and r + CHUNK <= end:
-                    best = _better(rank, best, chunks[r // CHUNK], largest)
-                    r += CHUNK
-                else:
+            a = lo[j]
+            b = hi[j]
+            if a >= b:
+                continue
+            first = a // CHUNK
+            last = (b - 1) // CHUNK
+            if first == last:
+                for r in range(a, b):
                     best = _better(rank, best, r, largest)
-                    r += 1
+            else:
+                best = _better(rank, best, suf[a], largest)
+                for c in range(first + 1, last):
+                    best = _better(rank, best, chunks[c], largest)
+                best = _better(rank, best, pre[b - 1], largest)
         out[i] = best
     return out
 
@@ -535,7 +559,10 @@ def distinct_sliding(order, imp_key, rows_l, rows_r, seg, n_levels, first, last,
         k = imp_key[i]
         new_l = rows_l[i]
         new_r = rows_r[i]
-        if k != cur:
+        if k != cur or new_l >= wr:
+            # A new key, or a window that shares no block with the last one (short windows far
+            # apart): start from an empty map rather than walk every block in between. Freeing
+            # the slots costs what entering them did, so each block is still paid about once.
             for u in range(n_touched):
                 ht[touched[u], 1] = -1
             n_touched = 0
