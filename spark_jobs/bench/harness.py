@@ -334,6 +334,8 @@ def _pit_ratios(res: dict[str, Any]) -> dict[str, Any]:
         res["ratios"]["sql_assembly_over_sweep"] = res["pit_sql_s"] / res["pit_s"]
     if "pit_scalar_s" in res:
         res["ratios"]["pit_over_floor_scalar_only"] = res["pit_scalar_s"] / res["floor_scalar_s"]
+    if "pit_transfer_s" in res:
+        res["ratios"]["transfer_over_floor"] = res["pit_transfer_s"] / res["floor_s"]
     return res
 
 

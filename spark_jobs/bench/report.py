@@ -142,6 +142,9 @@ def markdown(r: dict[str, Any]) -> str:
             f"{_fmt(1000 * p['floor_s'] / p['impressions'], 4)} |",
             f"| tilewise lookup (sorted sweep over the timeline) | {p['impressions']:,} | {_fmt(p['pit_s'])} | "
             f"{_fmt(1000 * p['pit_s_per_impression'], 4)} |",
+            *([f"| its reads, shuffle and hand-over to Python alone (partitions read and dropped) | {p['impressions']:,} | "
+               f"{_fmt(p['pit_transfer_s'])} | {_fmt(1000 * p['pit_transfer_s'] / p['impressions'], 4)} |"]
+              if "pit_transfer_s" in p else []),
             *([f"| the same sweep over the block rows of every size | {p['impressions']:,} | {_fmt(p['pit_blocks_s'])} | "
                f"{_fmt(1000 * p['pit_blocks_s'] / p['impressions'], 4)} |"] if "pit_blocks_s" in p else []),
             *([f"| SQL window assembly (the reference) | {p['impressions']:,} | {_fmt(p['pit_sql_s'])} | "
@@ -157,6 +160,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"lookup / floor = {_fmt(p['ratios']['pit_over_floor'])}"
             + (f" ({_fmt(p['ratios']['pit_over_floor_scalar_only'])} for the scalar columns alone)"
                if "pit_over_floor_scalar_only" in p["ratios"] else "")
+            + (f"; the sweep's transfer alone / floor = {_fmt(p['ratios']['transfer_over_floor'])}"
+               if "transfer_over_floor" in p["ratios"] else "")
             + (f"; SQL assembly / sweep = {_fmt(p['ratios']['sql_assembly_over_sweep'])}"
                if "sql_assembly_over_sweep" in p["ratios"] else "")
             + "; naive / lookup per impression = "

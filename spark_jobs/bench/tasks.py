@@ -198,7 +198,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     from spark_jobs.storage.tables import stage
     from spark_jobs.transforms.events import TS
     from spark_jobs.transforms.pit import fill_empty, lookup
-    from spark_jobs.transforms.sweep import point_in_time
+    from spark_jobs.transforms.sweep import point_in_time, sweep_lookup, sweep_partitions
 
     wh = warehouse_for(engine)
     new_day = START + timedelta(days=sizes.history_days)
@@ -228,6 +228,10 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     def pit() -> Any:
         return fill_empty(point_in_time(engine, base, blocks, fs, refs, id_column=ID, ts=TS, watermark=WATERMARK, timeline=tl), fs, refs)
 
+    def pit_transfer() -> Any:  # the sweep's reads, shuffle and hand-over to Python, no computing
+        return sweep_lookup(base, blocks, fs, refs, id_column=ID, ts=TS, watermark=WATERMARK,
+                            partitions=sweep_partitions(engine), timeline=tl, transfer_only=True)
+
     def pit_blocks() -> Any:  # the same sweep over the block rows of every size (no timeline)
         return fill_empty(point_in_time(engine, base, blocks, fs, refs, id_column=ID, ts=TS, watermark=WATERMARK), fs, refs)
 
@@ -255,7 +259,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
     # before the clock starts, so no variant's first repeat pays it.
     warm_up()
     times: dict[str, list[float]] = {}
-    variants = [("floor", floor), ("pit", pit), ("pit_blocks", pit_blocks), ("pit_sql", pit_sql), ("naive", naive), ("floor_scalar", floor_scalar),
+    variants = [("floor", floor), ("pit", pit), ("pit_transfer", pit_transfer), ("pit_blocks", pit_blocks), ("pit_sql", pit_sql), ("naive", naive), ("floor_scalar", floor_scalar),
                 ("pit_scalar", pit_scalar)]
     # The cheap variants run at least 3 times (a median of 3 against a floor of a tenth of a
     # second); the SQL assembly and the naive join, minutes each, `sizes.repeats` times.
@@ -282,6 +286,7 @@ def task_pit(engine: Any, defs: Any, sizes: Sizes) -> dict[str, Any]:
         "pit_s": med["pit"],
         "pit_sql_s": med["pit_sql"],
         "pit_blocks_s": med["pit_blocks"],
+        "pit_transfer_s": med["pit_transfer"],
         "naive_s": med["naive"],
         "scalar_features": len(scalar_cols),
         "floor_scalar_s": med["floor_scalar"],

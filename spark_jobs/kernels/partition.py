@@ -84,6 +84,14 @@ class SweepPlan:
         yield from out.to_batches(max_chunksize=BATCH_ROWS)
 
 
+def drop_input(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Read every batch of a partition and return nothing: what the sweep costs before it
+    computes anything (the benchmark's `transfer_only` lookup)."""
+    for _ in batches:
+        pass
+    return iter(())
+
+
 def warm_up() -> None:
     """Load every kernel from the on-disk cache (or compile it) on two rows: a process's first
     call of a kernel costs most of a second, and a job can pay it in a thread behind other work."""

@@ -25,7 +25,7 @@ from spark_jobs.aggregations import REGISTRY
 from spark_jobs.aggregations.sketches import ApproxCountDistinct
 from spark_jobs.defs.models import Feature, FeatureRef, FeatureSet
 from spark_jobs.engine.session import Engine
-from spark_jobs.kernels.partition import END, LEVEL, OUTPUTS, STARTS, T as START, RefSpec, SweepPlan, warm_up
+from spark_jobs.kernels.partition import END, LEVEL, OUTPUTS, STARTS, T as START, RefSpec, SweepPlan, drop_input, warm_up
 from spark_jobs.names import cutoff_column
 from spark_jobs.transforms.blocks import agg_input, part_column, quote
 from spark_jobs.transforms.pit import END as PIT_END, T_FLOOR, lookup, with_window_bounds
@@ -108,11 +108,14 @@ def sweep_lookup(
     partitions: int,
     span: tuple[int, int] | None = None,
     timeline: DataFrame | None = None,
+    transfer_only: bool = False,
 ) -> DataFrame:
     """`id_column`, `{fs}_cutoff` and one column per ref, as `transforms.pit.lookup` returns them.
 
     Only blocks starting in `span` (default: `window_span` of the impressions) are read: from
     `timeline` (the days holding them, finest blocks only) when given, else from `blocks`.
+    `transfer_only` (for the benchmark) hands every partition to a function that reads and drops
+    it: no rows come back, and the time is what the sweep costs before it computes anything.
     """
     features = {f.name: f for f in fs.features}
     schema = {f.name: f.dataType for f in blocks.schema.fields}
@@ -175,7 +178,7 @@ def sweep_lookup(
     swept = (
         block_rows.unionByName(imp_rows)
         .repartition(partitions, *[F.col(quote(k)) for k in fs.key])
-        .mapInArrow(plan, out_schema)
+        .mapInArrow(drop_input if transfer_only else plan, out_schema)
     )
     return swept.select(
         quote(id_column),
