@@ -67,6 +67,9 @@ def main(inv: Invocation) -> int:
             shutil.rmtree(work, ignore_errors=True)
     results["seconds"] = round(time.time() - t0, 1)
     results["machine"]["loadavg_end"] = list(os.getloadavg())
+    steal = cpu_steal_seconds()
+    if steal is not None and results["machine"].get("steal_s_start") is not None:
+        results["machine"]["steal_s"] = round(steal - results["machine"].pop("steal_s_start"), 1)
     results["goals"] = goals(results["sections"])
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results))
@@ -396,7 +399,18 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "loadavg_start": list(os.getloadavg()),
+        "steal_s_start": cpu_steal_seconds(),
     }
+
+
+def cpu_steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to other guests while this one wanted it, summed over the
+    cores since boot (`steal` in /proc/stat), or None where there is no such counter."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        if fields[0] == "cpu" and len(fields) > 8:
+            return int(fields[8]) / (os.sysconf("SC_CLK_TCK") or 100)
+    return None
 
 
 def _cpu_model() -> str | None:

@@ -78,8 +78,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"# tilewise bench ({r['mode']})",
         "",
         f"{r['started']}, {r['seconds']} s in all. Machine: {m['cores']} cores, {m['memory_gb']} GB, "
-        f"load average {m['loadavg_start'][0]:.1f} at the start and {m['loadavg_end'][0]:.1f} at the end "
-        "(a shared machine: read the ratios, each measured within one run, not the seconds).",
+        f"load average {m['loadavg_start'][0]:.1f} at the start and {m['loadavg_end'][0]:.1f} at the end"
+        + (f", CPU steal {m['steal_s']:.0f} s (time the hypervisor gave these cores to other machines)"
+           if m.get("steal_s") is not None else "")
+        + " (a shared machine: read the ratios, each measured within one run, not the seconds).",
         f"Python {v['python']}, pyspark {v['pyspark']}, pysail {v['pysail']}, {v.get('java') or 'no Java'}."
         + (f" Profile overrides: {', '.join(r['settings']['sets'])}." if r.get("settings", {}).get("sets") else ""),
         "",

@@ -36,6 +36,7 @@ def positive(d: dict, *keys: str) -> None:
 def test_bench_tiny_sail_sections(tmp_path: Path) -> None:
     r = bench(tmp_path, "nightly", "pit", "scale")
     assert r["machine"]["cores"] >= 1 and r["machine"]["memory_bytes"] > 0
+    assert r["machine"]["steal_s"] >= 0 and "steal_s_start" not in r["machine"]  # Linux: /proc/stat has it
     assert r["versions"]["pyspark"] and r["versions"]["pysail"] and r["versions"]["python"]
     n = r["sections"]["nightly"]
     for k in ("1d", "7d", "30d", "90d"):
