@@ -336,12 +336,9 @@ class Blocks:
     def ints(self, name: str) -> np.ndarray:
         return self._once("ints", name, lambda: _ints(self.column(name))[self.order])
 
-    def chunk_best(self, name: str, largest: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`sweep.chunk_best` and `sweep.chunk_edges` of the column's ranks, as `best_rank` reads them."""
-        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            rank = self.ranks(name)
-            return (sweep.chunk_best(rank, largest), *sweep.chunk_edges(rank, largest))
-        return self._once("chunk_best" + "max" * largest, name, make)
+    def chunk_edges(self, name: str, largest: bool) -> tuple[np.ndarray, np.ndarray]:
+        """`sweep.chunk_edges` of the column's ranks, as `best_rank` reads them."""
+        return self._once("chunk_edges" + "max" * largest, name, lambda: sweep.chunk_edges(self.ranks(name), largest))
 
     def prefix_int(self, name: str) -> np.ndarray:
         return self._once("prefix_int", name, lambda: sweep.prefix_int(self.ints(name)))
@@ -419,7 +416,7 @@ def _combine(ref: RefSpec, win: Window, sl: Sliding, starts: np.ndarray, blocks:
         return [s, pa.array(sweep.sum_int(ptr, lo, hi, blocks.prefix_int(ref.parts[1])), type=pa.int64())]
     if agg in ("min", "max"):
         rank = blocks.ranks(part)
-        best = sweep.best_rank(ptr, lo, hi, rank, agg == "max", *blocks.chunk_best(part, agg == "max"))
+        best = sweep.best_rank(ptr, lo, hi, rank, agg == "max", *blocks.chunk_edges(part, agg == "max"))
         return [blocks.take(part, best)]
     if agg == "last_n":
         n = ref.n or 0

@@ -205,22 +205,11 @@ def _better(rank, a, b, largest):  # type: ignore[no-untyped-def]
 
 
 @jit
-def chunk_best(rank, largest):  # type: ignore[no-untyped-def]
-    """Row of the best non-NULL rank in each run of CHUNK rows (-1 if none): a rank is any int64
-    in the values' order, NULL_RANK for NULL."""
-    n = rank.shape[0]
-    out = np.full((n + CHUNK - 1) // CHUNK, -1, np.int64)
-    for r in range(n):
-        c = r // CHUNK
-        out[c] = _better(rank, out[c], r, largest)
-    return out
-
-
-@jit
 def chunk_edges(rank, largest):  # type: ignore[no-untyped-def]
     """Per row, the best row from the start of its run of CHUNK rows up to it (`pre`) and from
     it to the end of that run (`suf`), -1 if none: a range's partial runs at its two ends are
-    then one lookup each. Ties keep the first row."""
+    then one lookup each, and a whole run is `pre` at its last row. A rank is any int64 in the
+    values' order, NULL_RANK for NULL; ties keep the first row."""
     n = rank.shape[0]
     pre = np.full(n, -1, np.int64)
     suf = np.full(n, -1, np.int64)
@@ -234,13 +223,13 @@ def chunk_edges(rank, largest):  # type: ignore[no-untyped-def]
 
 
 @jit
-def best_rank(ptr, lo, hi, rank, largest, chunks, pre, suf):  # type: ignore[no-untyped-def]
+def best_rank(ptr, lo, hi, rank, largest, pre, suf):  # type: ignore[no-untyped-def]
     """Row of the smallest (or largest) non-NULL rank (NULL_RANK is NULL) per impression, -1 if none.
 
     A range inside one run of CHUNK rows is scanned; a longer one is its first run's tail
-    (`suf`), the whole runs between (`chunks`, from `chunk_best`) and its last run's head
-    (`pre`, both from `chunk_edges`): about m / CHUNK steps for m rows. Ties keep the first
-    row, as a scan would: the parts are taken in row order and a later one wins only if better.
+    (`suf`), the whole runs between and its last run's head (`pre`, both from `chunk_edges`):
+    about m / CHUNK steps for m rows. Ties keep the first row, as a scan would: the parts are
+    taken in row order and a later one wins only if better.
     """
     n = ptr.shape[0] - 1
     out = np.full(n, -1, np.int64)
@@ -259,7 +248,7 @@ def best_rank(ptr, lo, hi, rank, largest, chunks, pre, suf):  # type: ignore[no-
             else:
                 best = _better(rank, best, suf[a], largest)
                 for c in range(first + 1, last):
-                    best = _better(rank, best, chunks[c], largest)
+                    best = _better(rank, best, pre[c * CHUNK + CHUNK - 1], largest)
                 best = _better(rank, best, pre[b - 1], largest)
         out[i] = best
     return out

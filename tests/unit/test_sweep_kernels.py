@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from spark_jobs.aggregations import REGISTRY, AggInput, PyEvent
 from spark_jobs.kernels.partition import END, LEVEL, STARTS, T, RefSpec, SweepPlan, from_timeline, order_keys, sweep_table
-from spark_jobs.kernels.sweep import NULL_RANK, best_rank, chunk_best, chunk_edges
+from spark_jobs.kernels.sweep import NULL_RANK, best_rank, chunk_edges
 from tests.helpers import run_python
 
 SIZES = (60, 300, 1800)  # finest, then x5, then x6
@@ -202,9 +202,9 @@ def test_timeline_rows_of_unequal_lists_are_refused() -> None:
 
 
 def test_best_rank_over_long_ranges_equals_a_scan() -> None:
-    """min/max read whole runs of rows from `chunk_best` and partial ones from `chunk_edges`: the
-    same rows as a plain scan, over ranges shorter and far longer than a chunk, at any offset
-    (inside one run, across two, on run edges), with NULL ranks and ties."""
+    """min/max read whole and partial runs of rows from `chunk_edges`: the same rows as a plain
+    scan, over ranges shorter and far longer than a chunk, at any offset (inside one run, across
+    two, on run edges), with NULL ranks and ties."""
     from spark_jobs.kernels import sweep
 
     rng = np.random.default_rng(5)
@@ -218,7 +218,7 @@ def test_best_rank_over_long_ranges_equals_a_scan() -> None:
     hi = np.minimum(1000, hi)
     ptr = np.arange(401, dtype=np.int64)
     for largest in (False, True):
-        got = sweep.best_rank(ptr, lo, hi, rank, largest, sweep.chunk_best(rank, largest), *sweep.chunk_edges(rank, largest))
+        got = sweep.best_rank(ptr, lo, hi, rank, largest, *sweep.chunk_edges(rank, largest))
         for i in range(400):
             rows = [r for r in range(lo[i], hi[i]) if rank[r] != NULL_RANK]
             want = -1 if not rows else (max if largest else min)(rows, key=lambda r: (rank[r], -r) if largest else (rank[r], r))
@@ -267,8 +267,8 @@ def test_best_rank_with_keys_takes_the_first_of_equal_values() -> None:
     col = pa.array([-0.0, 0.0, None, -1.0], pa.float64())
     keys = order_keys(col)
     ptr, lo, hi = np.array([0, 1]), np.array([0]), np.array([4])
-    assert best_rank(ptr, lo, hi, keys, True, chunk_best(keys, True), *chunk_edges(keys, True)).tolist() == [0]
-    assert best_rank(ptr, lo, hi, keys, False, chunk_best(keys, False), *chunk_edges(keys, False)).tolist() == [3]
+    assert best_rank(ptr, lo, hi, keys, True, *chunk_edges(keys, True)).tolist() == [0]
+    assert best_rank(ptr, lo, hi, keys, False, *chunk_edges(keys, False)).tolist() == [3]
 
 
 def test_a_sweep_process_keeps_freed_memory_for_reuse():
