@@ -33,12 +33,12 @@ from spark_jobs.jobs import timeline
 from spark_jobs.jobs.progress import Progress
 from spark_jobs.plan.chunks import DAY, Chunk, auto_step_days, plan_chunks
 from spark_jobs.errors import InputDataError
-from spark_jobs.names import BLOCK_PARTITIONS, EVENT_COUNT, blocks_table
+from spark_jobs.names import BLOCK_DATE, BLOCK_PARTITIONS, BLOCK_SIZE, EVENT_COUNT, blocks_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import block_suite
 from spark_jobs.storage.manifest import Run, read_manifests
 from spark_jobs.storage.sources import InputStats, TimeRange, read_events, reading, source_files, truncation_notes
-from spark_jobs.storage.tables import Warehouse, WriteResult, stage
+from spark_jobs.storage.tables import Warehouse, WholePartitions, WriteResult, stage
 from spark_jobs.transforms.blocks import build_blocks, roll_up
 from spark_jobs.transforms.events import clean_events, dedupe_keys, event_counts, not_seen_before
 
@@ -61,6 +61,13 @@ class LevelRange:
             f"(block_size = {self.size} AND block_date >= DATE'{lo.date()}' AND block_date <= DATE'{last_day}'"
             f" AND block_start >= TIMESTAMP'{lo:%Y-%m-%d %H:%M:%S}' AND block_start < TIMESTAMP'{hi:%Y-%m-%d %H:%M:%S}')"
         )
+
+    def whole_days(self) -> WholePartitions | None:
+        """The range as whole (block_size, block_date) partitions, when it starts and ends on a
+        day's edge (a block's partition is the day it starts on); else None."""
+        if self.lo % DAY or self.hi % DAY:
+            return None
+        return WholePartitions(BLOCK_DATE, _ts(self.lo).date(), _ts(self.hi - DAY).date(), ((BLOCK_SIZE, self.size),))
 
 
 def plan_levels(fs: FeatureSet, lo: int, hi: int) -> list[LevelRange]:
@@ -240,25 +247,27 @@ def _backfill_range(
                 clean = not_seen_before(clean, seen, src.dedupe_key)
         staged: list[DataFrame] = []
         with run.step(f"{label}: blocks {' -> '.join(str(d) for d in fs.block_sizes)}"):
-            finer = stage(engine.spark, run.dir / "staged" / table / str(levels[0].size), build_blocks(clean, fs))
+            folders = [run.dir / "staged" / table / str(lv.size) for lv in levels]
+            finer = stage(engine.spark, folders[0], build_blocks(clean, fs), PARTITION_BY)
             staged.append(finer)
-            for prev, level in zip(levels, levels[1:]):
-                finer = stage(
-                    engine.spark,
-                    run.dir / "staged" / table / str(level.size),
-                    roll_up(_finer_for(wh, table, finer, prev, level), fs, level.size),
-                )
+            for prev, level, folder in zip(levels, levels[1:], folders[1:]):
+                finer = stage(engine.spark, folder, roll_up(_finer_for(wh, table, finer, prev, level), fs, level.size), PARTITION_BY)
                 staged.append(finer)
         aggregated = int(staged[0].agg({EVENT_COUNT: "sum"}).collect()[0][0] or 0)
         blocks_written = {lv.size: df.count() for lv, df in zip(levels, staged)}
         new_blocks = staged[0]
         for df in staged[1:]:
             new_blocks = new_blocks.unionByName(df)
-        predicate = " OR ".join(lv.predicate() for lv in levels)
+        days = [lv.whole_days() for lv in levels]
+
+        def publish() -> WriteResult:
+            if rebuild or None in days:  # a partition would keep some of its rows
+                predicate = " OR ".join(lv.predicate() for lv in levels)
+                return wh.replace_range(table, new_blocks, predicate, PARTITION_BY, rebuild=rebuild, lineage=lineage)
+            return wh.replace_partitions(table, new_blocks, folders, days, PARTITION_BY, lineage=lineage)  # type: ignore[arg-type]
+
         result = gate.validate_and_publish(
-            run, table, new_blocks, block_suite(list(fs.key), [EVENT_COUNT]),
-            lambda: wh.replace_range(table, new_blocks, predicate, PARTITION_BY, rebuild=rebuild, lineage=lineage),
-            engine=engine.name, label=label,
+            run, table, new_blocks, block_suite(list(fs.key), [EVENT_COUNT]), publish, engine=engine.name, label=label,
         )
         gate.discard_staged(run)
         timeline.follow(engine, wh, run, fs, table, result.version, lo=levels[0].lo, hi=levels[0].hi, rebuild=rebuild, label=label)

@@ -27,7 +27,7 @@ from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, timeline_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import timeline_suite
 from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.tables import Warehouse, stage
+from spark_jobs.storage.tables import Warehouse, WholePartitions, stage
 from spark_jobs.transforms.timeline import DAY, PARTITION_BY, build_timeline
 
 MARKER = "_tilewise_timeline.json"  # "_": Delta and VACUUM leave it alone
@@ -72,25 +72,26 @@ def follow(
         rows = build_timeline(finest, fs)
         if not whole and wh.exists(table) and _columns(wh.read(table)) != _columns(rows):
             whole = True  # the timeline's columns are another definition's: derive it all again
-        predicate, what = "true", "every day"
+        days, what = None, "every day"
         if not whole:
             assert lo is not None and hi is not None
-            first, last = _day(lo), _day(hi - 1)
-            predicate, what = f"{DAY} >= DATE'{first}' AND {DAY} <= DATE'{last}'", f"days {first} .. {last}"
-            rows = build_timeline(finest.filter(F.col(BLOCK_DATE).between(F.lit(first), F.lit(last))), fs)
+            days = WholePartitions(DAY, _day(lo), _day(hi - 1))
+            what = f"days {days.first} .. {days.last}"
+            rows = build_timeline(finest.filter(F.col(BLOCK_DATE).between(F.lit(days.first), F.lit(days.last))), fs)
+        folder = run.dir / "staged" / table
         with run.step(f"{label}: timeline of {blocks_table} v{blocks_version} ({what})"):
-            staged = stage(engine.spark, run.dir / "staged" / table, rows)
-            blocks_in = finest if whole else finest.filter(F.expr(predicate.replace(DAY, BLOCK_DATE)))
+            staged = stage(engine.spark, folder, rows, PARTITION_BY)
+            blocks_in = finest if days is None else finest.filter(F.col(BLOCK_DATE).between(F.lit(days.first), F.lit(days.last)))
             expected = blocks_in.count()
             held = int(staged.agg(F.sum(F.size(STARTS))).collect()[0][0] or 0)
         report = gate.audit(run, table, staged, timeline_suite(list(fs.key), DAY), engine=engine.name)
         extra = [] if held == expected else [f"timeline holds {held:,} blocks, {blocks_table} v{blocks_version} {expected:,}"]
         gate.require(run, report, extra)
         with run.step(f"{label}: publish {table}"):
-            if whole:
+            if days is None:
                 result = wh.overwrite(table, staged, PARTITION_BY)
             else:
-                result = wh.replace_range(table, staged, predicate, PARTITION_BY)
+                result = wh.replace_partitions(table, staged, [folder], [days], PARTITION_BY)
         write_marker(wh, fs.name, blocks_table, blocks_version, result.version)
         gate.discard_staged(run)
     run.outputs[table] = {"version": result.version, "blocks_version": blocks_version, "blocks": expected}

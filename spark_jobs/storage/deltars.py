@@ -1,4 +1,9 @@
-"""Delta tables from classic Spark without the delta-spark jars: Spark writes, delta-rs commits.
+"""Delta commits made by the driver with delta-rs (the `deltalake` package), from files the engine wrote.
+
+Two uses. Classic Spark without the delta-spark jars commits every write this way (`replace`).
+And on every engine but delta-spark, a nightly run publishes the files it staged and validated,
+as they are (`publish_files`): one commit removes the replaced partitions' files and adds the
+staged ones, hard-linked into the table, where an engine write would read and write them again.
 
 Classic Spark writes plain Parquet files (microsecond UTC timestamps) into a scratch folder of the
 warehouse; the driver moves them into the table's partition folders and commits them as one Delta
@@ -23,6 +28,7 @@ import os
 import shutil
 import uuid
 from datetime import date, datetime, timezone
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -115,6 +121,92 @@ def replace(
         raise
 
 
+class CannotPublishFiles(Exception):
+    """Staged files that `publish_files` cannot commit as they are (the reason is the message);
+    nothing was changed, and the caller writes the rows through the engine instead."""
+
+
+def publish_files(
+    path: Path,
+    staged: Sequence[Path],
+    schema: StructType,
+    partition_by: list[str],
+    replaced: Callable[[dict[str, str | None]], bool],
+    *,
+    run_id: str | None,
+) -> None:
+    """Commit the Parquet files staged in the table's partition layout under the folders `staged`
+    as one new version of the table at `path` that replaces whole partitions: it removes every
+    file of the partitions whose values `replaced` accepts and adds the staged files, hard-linked
+    (copied where links fail) into the table's folders under new names. No row is read or
+    written again.
+
+    `schema` is the staged rows' schema. Raises `CannotPublishFiles`, before touching anything,
+    when the files cannot be published as they are: no such table, other partition columns or
+    column types, a table protocol with writer features, a staged file in a partition not
+    replaced, or NULLs in a column the table declares NOT NULL. The staged files stay where they
+    are (a failed commit unlinks only the table's new names), so a retry can publish them again.
+    """
+    from deltalake import DeltaTable
+    from deltalake.transaction import AddAction, CommitProperties, RemoveAction
+
+    if not DeltaTable.is_deltatable(str(path)):
+        raise CannotPublishFiles("the table does not exist yet")
+    table = DeltaTable(str(path))
+    protocol = table.protocol()
+    if protocol.min_reader_version > 1 or protocol.min_writer_version > 2:
+        raise CannotPublishFiles(f"table protocol {protocol.min_reader_version}/{protocol.min_writer_version}")
+    if list(table.metadata().partition_columns) != list(partition_by):
+        raise CannotPublishFiles(f"partitioned by {table.metadata().partition_columns}, not {partition_by}")
+    have = spark_schema(table)
+    if _types(have) != _types(schema):
+        raise CannotPublishFiles("the staged columns' types differ from the table's")
+    not_null = [f.name for f in have.fields if not f.nullable and f.name not in partition_by]
+    files = []
+    for folder in staged:
+        for file in sorted(folder.rglob("*.parquet")):
+            rel = file.relative_to(folder)
+            if any(part.startswith((".", "_")) for part in rel.parts):
+                continue
+            values = _partition_values(rel, partition_by)
+            if not replaced(values):
+                raise CannotPublishFiles(f"staged file {rel} is in a partition the write does not replace")
+            meta = pq.read_metadata(file)
+            stats = file_stats(file, meta)
+            nulls = json.loads(stats)["nullCount"]
+            required = {f.name for f in meta.schema.to_arrow_schema() if not f.nullable}
+            if any(c not in required and nulls.get(c) != 0 for c in not_null):
+                raise CannotPublishFiles(f"staged file {rel} may hold NULLs in a NOT NULL column")
+            files.append((file, rel, values, stats))
+    now = _now_ms()
+    removes = [
+        RemoveAction(a["path"], True, now, a["size_bytes"], a["partition_values"])
+        for a in _add_actions(table, path).values() if replaced(a["partition_values"])
+    ]
+    adds = []
+    try:
+        for file, rel, values, stats in files:
+            dest = path / rel.parent / f"part-{uuid.uuid4().hex}{''.join(rel.suffixes)}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(file, dest)
+            except OSError:  # another filesystem, or one without hard links
+                shutil.copyfile(file, dest)
+            st = dest.stat()
+            adds.append(AddAction((rel.parent / dest.name).as_posix(), st.st_size, values, int(st.st_mtime * 1000), True, stats))
+        props = CommitProperties(custom_metadata={"userMetadata": run_id} if run_id else None, max_commit_retries=0)
+        table.create_write_transaction([*adds, *removes], mode="append", schema=table.schema(),
+                                       partition_by=partition_by or None, commit_properties=props)
+    except BaseException:
+        for add in adds:  # never named by a version: nobody reads them
+            (path / add.path).unlink(missing_ok=True)
+        raise
+
+
+def _types(schema: StructType) -> dict[str, str]:
+    return {f.name: f.dataType.simpleString() for f in schema.fields}
+
+
 def write_files(spark: SparkSession, root: Path, path: Path, df: DataFrame, partition_by: list[str]) -> list[Any]:
     """Write `df` as Parquet files into the table folder at `path`; their Delta add actions."""
     from deltalake.transaction import AddAction
@@ -141,10 +233,10 @@ def write_files(spark: SparkSession, root: Path, path: Path, df: DataFrame, part
     return adds
 
 
-def file_stats(file: Path) -> str:
-    """Delta's `stats` of a Parquet file, from its footer: row count and, per top-level column
-    whose every row group has them, min, max and null count."""
-    meta = pq.read_metadata(file)
+def file_stats(file: Path, meta: pq.FileMetaData | None = None) -> str:
+    """Delta's `stats` of a Parquet file, from its footer (`meta`, when already read): row count
+    and, per top-level column whose every row group has them, min, max and null count."""
+    meta = meta or pq.read_metadata(file)
     mins: dict[str, Any] = {}
     maxs: dict[str, Any] = {}
     nulls: dict[str, int] = {}

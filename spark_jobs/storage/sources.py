@@ -490,7 +490,7 @@ def read_parquet(
     ns_anywhere = sorted({c for f in schemas for c in nanosecond_columns(schemas[f])})
     if len(groups) == 1 and not ns_anywhere:
         return spark.read.parquet(*[str(f) for f in footers])
-    classic = not _is_connect(spark)
+    classic = not is_connect(spark)
     if classic:
         # Classic Spark refuses TIMESTAMP(NANOS) columns unless told to read them as numbers. The
         # setting changes nothing else, and stays on: the scan reads it again when it executes.
@@ -572,7 +572,8 @@ def _epoch_ns(value: object) -> int:
     return int(stamp.value)
 
 
-def _is_connect(spark: SparkSession) -> bool:
+def is_connect(spark: SparkSession) -> bool:
+    """Whether `spark` is a Spark Connect session (Sail's), not classic Spark's."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 

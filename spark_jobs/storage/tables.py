@@ -6,6 +6,9 @@
   columns in predicates.
 - by classic Spark without the delta-spark jars (`deltars.py`): Spark writes the Parquet files,
   the driver commits them as a Delta version with the `deltalake` package (delta-rs).
+- by the driver, from staged files (`replace_partitions`): a range of whole partitions (a nightly
+  run's days) is published as the very files that were staged and validated, in one delta-rs
+  commit, on Sail and with delta-rs (delta-spark keeps its own commits).
 
 Either way each commit carries the run id in its commitInfo (`userMetadata`), so a table's
 `_delta_log` leads back to the run manifests in `_runs/`. Versions and history are read
@@ -32,7 +35,7 @@ import shutil
 import time
 import uuid
 from datetime import date
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,7 @@ from spark_jobs.defs.lineage import Lineage, changes, fingerprint
 from spark_jobs.errors import InputDataError
 from spark_jobs.storage import deltars
 from spark_jobs.storage.locks import TableBusy, table_lock
+from spark_jobs.storage.sources import is_connect
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,30 @@ COMMIT_ATTEMPTS = 3
 
 class WriteConflict(TableBusy):
     """A commit conflicted with a writer that does not take tilewise's table lock (exit 3, retryable)."""
+
+
+@dataclass(frozen=True)
+class WholePartitions:
+    """The partitions of a table whose `fixed` partition columns have these values and whose
+    date partition column `column` is in [first, last]: replaced whole, every row of them."""
+
+    column: str
+    first: date
+    last: date
+    fixed: tuple[tuple[str, int], ...] = ()
+
+    def predicate(self) -> str:
+        fixed = "".join(f"{c} = {v} AND " for c, v in self.fixed)
+        return f"({fixed}{self.column} >= DATE'{self.first}' AND {self.column} <= DATE'{self.last}')"
+
+    def holds(self, values: Mapping[str, str | None]) -> bool:
+        """Whether a partition, given by its values as Delta logs them (text), is one of these."""
+        if any(values.get(c) != str(v) for c, v in self.fixed):
+            return False
+        try:
+            return self.first <= date.fromisoformat(values.get(self.column) or "") <= self.last
+        except ValueError:
+            return False
 
 
 @dataclass(frozen=True)
@@ -171,17 +199,45 @@ class Warehouse:
         with self.lock(table):
             self._lineage_pending(table, lineage, self.check_lineage(table, lineage, settle=True))
 
-            def commit() -> None:  # re-checks the table on each attempt: it may have appeared
-                self.check_schema(table, data)
-                exists = self.version(table) is not None
-                if self.writer == DELTA_RS_WRITER:
-                    deltars.replace(self.spark, self.root, self.path(table), data, partition_by,
-                                    predicate=predicate if exists else None, run_id=self.run_id)
-                    return
-                writer = self._engine_writer(data).mode("overwrite").partitionBy(*partition_by)
-                if exists:
-                    writer = writer.option("replaceWhere", predicate)
-                writer.save(str(self.path(table)))
+            retry_conflicts(table, lambda: self._commit_range(table, data, predicate, partition_by))
+            self._record_lineage(table, lineage)
+            version = self.version(table)
+        assert version is not None
+        return WriteResult(table, version)
+
+    def replace_partitions(
+        self,
+        table: str,
+        staged: DataFrame,
+        folders: Sequence[Path],
+        parts: Sequence[WholePartitions],
+        partition_by: list[str],
+        *,
+        lineage: Lineage | None = None,
+    ) -> WriteResult:
+        """`replace_range` for a range of whole partitions, publishing the files staged for it.
+
+        `staged` is read from `folders`, where `stage(..., partition_by)` wrote it in the table's
+        layout; `parts` are the partitions replaced (also those with no staged rows: they end up
+        empty). On Sail and with delta-rs, the staged files become the table's as they are, in one
+        commit that also removes the replaced partitions' files (`deltars.publish_files`): no row is
+        read or written again. Where that cannot be done (delta-spark, a new table, files that do
+        not fit the table), the rows are written through `replace_range`'s path.
+        """
+        predicate = " OR ".join(p.predicate() for p in parts)
+        if not self.commits_files:
+            return self.replace_range(table, staged, predicate, partition_by, lineage=lineage)
+        with self.lock(table):
+            self._lineage_pending(table, lineage, self.check_lineage(table, lineage, settle=True))
+
+            def commit() -> None:
+                try:
+                    deltars.publish_files(self.path(table), folders, staged.schema, partition_by,
+                                          lambda values: any(p.holds(values) for p in parts), run_id=self.run_id)
+                except deltars.CannotPublishFiles as why:
+                    log.info("table %s: staged files written again by the engine: %s", table, why)
+                    self._commit_range(table, _one_file_per_partition(staged.filter(predicate), partition_by),
+                                       predicate, partition_by)
 
             retry_conflicts(table, commit)
             self._record_lineage(table, lineage)
@@ -203,6 +259,26 @@ class Warehouse:
         return WriteResult(table, version)
 
     # -- internals ---------------------------------------------------------------------------
+    @property
+    def commits_files(self) -> bool:
+        """Whether this warehouse commits staged files itself: with delta-rs, and on Sail (the
+        one Spark Connect engine), whose Delta writes take no option tilewise needs here."""
+        return self.writer == DELTA_RS_WRITER or is_connect(self.spark)
+
+    def _commit_range(self, table: str, data: DataFrame, predicate: str, partition_by: list[str]) -> None:
+        """Commit `data` (already filtered to `predicate`) as the rows of `table` matching it.
+        Re-checks the table on each attempt: it may have appeared."""
+        self.check_schema(table, data)
+        exists = self.version(table) is not None
+        if self.writer == DELTA_RS_WRITER:
+            deltars.replace(self.spark, self.root, self.path(table), data, partition_by,
+                            predicate=predicate if exists else None, run_id=self.run_id)
+            return
+        writer = self._engine_writer(data).mode("overwrite").partitionBy(*partition_by)
+        if exists:
+            writer = writer.option("replaceWhere", predicate)
+        writer.save(str(self.path(table)))
+
     def _engine_writer(self, df: DataFrame):  # type: ignore[no-untyped-def]
         writer = df.write.format("delta")
         return writer.option("userMetadata", self.run_id) if self.run_id else writer
@@ -381,10 +457,12 @@ def stage(spark: SparkSession, folder: Path, df: DataFrame, partition_by: list[s
 
     Staged data is what gets validated and then published, so the published rows are exactly
     the validated ones; when validation fails, it stays in the run folder as the rejected output.
+    With `partition_by` the files are in a table's layout, one per partition, ready for
+    `Warehouse.replace_partitions` to publish as they are.
     """
     if folder.exists():
         shutil.rmtree(folder)
-    writer = df.write.mode("error")
+    writer = _one_file_per_partition(df, list(partition_by)).write.mode("error")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.parquet(str(folder))

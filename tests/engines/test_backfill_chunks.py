@@ -13,6 +13,7 @@ import pytest
 from chispa import assert_df_equality
 
 from spark_jobs.jobs import backfill, timeline
+from spark_jobs.storage import tables
 from spark_jobs.storage.tables import Warehouse
 from tests.helpers import EVENTS, load, run_job, write_defs, write_parquet
 
@@ -100,20 +101,20 @@ def test_a_rerun_after_a_failure_keeps_committed_chunks(sail_engine, data, monke
     defs = load(write_defs(data, DEFS), data / "data")
     wh, clean = _warehouse(engine, data, "resumed"), _warehouse(engine, data, "clean")
     args = {"start": date(2026, 3, 3), "end": date(2026, 3, 7), "names": ["acts"], "step_days": 1}
-    real = Warehouse.replace_range
+    real = tables.retry_conflicts  # every commit of a range, whichever way it is written
     commits = []
 
-    def third_commit_fails(self, table, *a, **k):  # type: ignore[no-untyped-def]
+    def third_commit_fails(table, *a, **k):  # type: ignore[no-untyped-def]
         if table.startswith("blocks/"):  # the block table's third commit (not its timeline's)
             if len(commits) == 3:
                 raise OSError("No space left on device")
             commits.append(table)
-        return real(self, table, *a, **k)
+        return real(table, *a, **k)
 
-    monkeypatch.setattr(Warehouse, "replace_range", third_commit_fails)
+    monkeypatch.setattr(tables, "retry_conflicts", third_commit_fails)
     with pytest.raises(OSError, match="No space left"):
         run_job(engine, wh, defs, "backfill", backfill.run, **args)
-    monkeypatch.setattr(Warehouse, "replace_range", real)
+    monkeypatch.setattr(tables, "retry_conflicts", real)
     assert wh.version("blocks/acts") == 2
     assert timeline.in_step(wh, "acts", 2) is not None  # the timeline of the chunks committed
 
