@@ -183,6 +183,8 @@ def publish_files(
         RemoveAction(a["path"], True, now, a["size_bytes"], a["partition_values"])
         for a in _add_actions(table, path).values() if replaced(a["partition_values"])
     ]
+    if not files and not removes:
+        return  # nothing to add or remove: no version (as Sail's own writes)
     adds = []
     try:
         for file, rel, values, stats in files:

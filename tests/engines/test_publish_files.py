@@ -119,6 +119,15 @@ def test_a_staged_file_outside_the_replaced_partitions_is_written_by_the_engine_
     assert_df_equality(_sorted(warehouse.read(TABLE)), _sorted(expected), ignore_nullable=True)
 
 
+def test_nothing_to_add_or_remove_commits_no_version(warehouse: Warehouse, tmp_path: Path) -> None:
+    warehouse.replace_range(TABLE, _rows(warehouse, [1], [300], 1), "day IS NOT NULL", PARTS)
+    empty = stage(warehouse.spark, tmp_path / "s", _rows(warehouse, [1], [300], 1).filter("n < 0"), PARTS)
+    warehouse.replace_partitions(TABLE, empty, [tmp_path / "s"], [_days(5, 6, 300)], PARTS)  # a quiet night
+    assert warehouse.version(TABLE) == 0
+    warehouse.replace_partitions(TABLE, empty, [tmp_path / "s"], [_days(1, 1, 300)], PARTS)  # its events are gone
+    assert warehouse.version(TABLE) == 1 and warehouse.read(TABLE).count() == 0
+
+
 def test_files_that_do_not_fit_the_table_are_refused_before_anything_changes(
     warehouse: Warehouse, tmp_path: Path
 ) -> None:
