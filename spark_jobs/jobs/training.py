@@ -42,7 +42,7 @@ from spark_jobs.quality.suites import training_expectations
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_events, reading, truncation_notes
 from spark_jobs.storage.bucketed import bucket_frames, drop_bucketed
-from spark_jobs.storage.tables import Warehouse, WriteResult, stage
+from spark_jobs.storage.tables import Warehouse, WholePartitions, WriteResult, stage
 from spark_jobs.transforms import joins
 from spark_jobs.transforms.blocks import quote
 from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time
@@ -268,7 +268,7 @@ def _assemble(
         out = out.withColumnRenamed(TS, imps.timestamp)
         out = out.select(*[quote(col) for col in columns])
         table = training_table(b.name)
-        staged = stage(b.spark, b.run.dir / "staged" / table, out)
+        staged = stage(b.spark, b.run.dir / "staged" / table, out, [DATE])
         b.run.counts[b.name]["rows_staged"] = staged.count()
     return staged
 
@@ -284,6 +284,12 @@ def _publish(
     predicate = f"{DATE} >= DATE'{b.start}' AND {DATE} < DATE'{b.end}'"
     checked: list[consistency.Checked] = []
 
+    def publish() -> WriteResult:
+        if rebuild:
+            return wh.replace_range(table, staged, predicate, [DATE], rebuild=True, lineage=lineage)
+        days = WholePartitions(DATE, b.start, b.end - timedelta(days=1))
+        return wh.replace_partitions(table, staged, [run.dir / "staged" / table], [days], [DATE], lineage=lineage)
+
     def measure() -> Callable[[], None]:
         ts_column = b.defs.sources[ts_def.impressions].timestamp
         checked.append(consistency.measure(b.engine, b.defs, run, ts_def, staged, id_column=ID, ts_column=ts_column,
@@ -292,7 +298,7 @@ def _publish(
 
     result = gate.validate_and_publish(
         run, table, staged, training_expectations(b.defs, b.name, staged.columns),
-        lambda: wh.replace_range(table, staged, predicate, [DATE], rebuild=rebuild, lineage=lineage),
+        publish,
         engine=b.engine.name, label=b.name, alongside=measure if ts_def.logged is not None else None,
     )
     for c in checked:
