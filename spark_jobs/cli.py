@@ -171,8 +171,9 @@ LABEL_CUTOFF = Option(("--label-cutoff",), "labels are complete up to this time 
 EXPLAIN = Option(("--explain",), "print the physical plan of the final joins. e.g. --explain", {"action": "store_true"})
 TRAINING_SET = Option(("name",), "the training set, as named under training_sets:. e.g. engagement",
                       {"metavar": "NAME"}, check=_check_training_set)
-TABLE = Option(("table",), "an output table: blocks/<feature_set>, snapshots/<feature_set> or "
-               "training/<training_set>. e.g. training/engagement", {"metavar": "TABLE"}, check=_check_table)
+TABLE = Option(("table",), "an output table: blocks/<feature_set>, timelines/<feature_set>, "
+               "snapshots/<feature_set>, training/<training_set> or consistency/<training_set>. "
+               "e.g. training/engagement", {"metavar": "TABLE"}, check=_check_table)
 TABLES = Option(("table",), "tables to vacuum (default: every output table of the definitions). "
                 "e.g. blocks/user_activity", {"nargs": "*", "metavar": "TABLE"}, check=_check_tables)
 RETAIN_HOURS = Option(("--retain-hours",), "keep what versions replaced less than this long ago still read "

@@ -1,4 +1,4 @@
-"""Every read and write of an output table. Every table is Delta Lake, written one of two ways:
+"""Every read and write of an output table. Every table is Delta Lake, written one of three ways:
 
 - by the engine (Sail natively, classic Spark with the delta-spark jars): a range is replaced with
   `replaceWhere`. Sail neither checks that written rows match the predicate nor keeps rows where
@@ -10,7 +10,7 @@
   run's days) is published as the very files that were staged and validated, in one delta-rs
   commit, on Sail and with delta-rs (delta-spark keeps its own commits).
 
-Either way each commit carries the run id in its commitInfo (`userMetadata`), so a table's
+Every way, each commit carries the run id in its commitInfo (`userMetadata`), so a table's
 `_delta_log` leads back to the run manifests in `_runs/`. Versions and history are read
 engine-independently with the `deltalake` package.
 
