@@ -264,7 +264,8 @@ def _backfill_range(
             if rebuild or None in days:  # a partition would keep some of its rows
                 predicate = " OR ".join(lv.predicate() for lv in levels)
                 return wh.replace_range(table, new_blocks, predicate, PARTITION_BY, rebuild=rebuild, lineage=lineage)
-            return wh.replace_partitions(table, new_blocks, folders, days, PARTITION_BY, lineage=lineage)  # type: ignore[arg-type]
+            return wh.replace_partitions(table, new_blocks, folders, days, PARTITION_BY, lineage=lineage,  # type: ignore[arg-type]
+                                         rows=sum(blocks_written.values()))
 
         result = gate.validate_and_publish(
             run, table, new_blocks, block_suite(list(fs.key), [EVENT_COUNT]), publish, engine=engine.name, label=label,

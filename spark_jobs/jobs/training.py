@@ -288,7 +288,8 @@ def _publish(
         if rebuild:
             return wh.replace_range(table, staged, predicate, [DATE], rebuild=True, lineage=lineage)
         days = WholePartitions(DATE, b.start, b.end - timedelta(days=1))
-        return wh.replace_partitions(table, staged, [run.dir / "staged" / table], [days], [DATE], lineage=lineage)
+        return wh.replace_partitions(table, staged, [run.dir / "staged" / table], [days], [DATE], lineage=lineage,
+                                     rows=run.counts[b.name]["rows_staged"])
 
     def measure() -> Callable[[], None]:
         ts_column = b.defs.sources[ts_def.impressions].timestamp

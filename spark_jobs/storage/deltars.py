@@ -23,6 +23,7 @@ fresh snapshot, then reports it). Reads go through the files of one version:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -42,6 +43,7 @@ from pyspark.sql.types import StructType
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 SCRATCH = Path("_tmp") / "delta-writes"  # under the warehouse: same filesystem, so files move by rename
 _FILE = "_tw_file"
+log = logging.getLogger(__name__)
 
 
 def read(spark: SparkSession, path: Path, version: int | None = None, files: list[str] | None = None) -> DataFrame:
@@ -78,7 +80,7 @@ def replace(
     matching it); without, the whole table is replaced, schema included, or created.
     """
     from deltalake import DeltaTable, Schema
-    from deltalake.transaction import CommitProperties, RemoveAction, create_table_with_add_actions
+    from deltalake.transaction import RemoveAction, create_table_with_add_actions
 
     table = DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
     removes: list[RemoveAction] = []
@@ -97,12 +99,11 @@ def replace(
             frame = data.unionByName(kept.filter(f"NOT coalesce(({predicate}), false)"))
         now = _now_ms()
         removes = [
-            RemoveAction(a["path"], True, now, a["size_bytes"], a["partition_values"]) for _, a in touched
+            RemoveAction(unquote(a["path"]), True, now, a["size_bytes"], a["partition_values"]) for _, a in touched
         ]
     adds = write_files(spark, root, path, frame, partition_by)
-    props = CommitProperties(
-        custom_metadata={"userMetadata": run_id} if run_id else None, max_commit_retries=0
-    )
+    props, token = _commit_properties(run_id)
+    read_version = table.version() if table is not None else -1
     try:
         if table is None:
             schema = Schema.from_json(frame.schema.json())
@@ -115,10 +116,8 @@ def replace(
         else:
             table.create_write_transaction([*adds, *removes], mode="append", schema=table.schema(),
                                            partition_by=partition_by or None, commit_properties=props)
-    except BaseException:
-        for add in adds:  # never named by a version: nobody reads them
-            (path / add.path).unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        _after_failed_commit(path, read_version, token, adds, exc)
 
 
 class CannotPublishFiles(Exception):
@@ -134,6 +133,7 @@ def publish_files(
     replaced: Callable[[dict[str, str | None]], bool],
     *,
     run_id: str | None,
+    rows: int | None = None,
 ) -> None:
     """Commit the Parquet files staged in the table's partition layout under the folders `staged`
     as one new version of the table at `path` that replaces whole partitions: it removes every
@@ -146,9 +146,11 @@ def publish_files(
     column types, a table protocol with writer features, a staged file in a partition not
     replaced, or NULLs in a column the table declares NOT NULL. The staged files stay where they
     are (a failed commit unlinks only the table's new names), so a retry can publish them again.
+    With `rows` (the rows validated), staged files holding another number of rows are an error:
+    nothing is published.
     """
     from deltalake import DeltaTable
-    from deltalake.transaction import AddAction, CommitProperties, RemoveAction
+    from deltalake.transaction import AddAction, RemoveAction
 
     if not DeltaTable.is_deltatable(str(path)):
         raise CannotPublishFiles("the table does not exist yet")
@@ -156,6 +158,11 @@ def publish_files(
     protocol = table.protocol()
     if protocol.min_reader_version > 1 or protocol.min_writer_version > 2:
         raise CannotPublishFiles(f"table protocol {protocol.min_reader_version}/{protocol.min_writer_version}")
+    settings = table.metadata().configuration or {}
+    if str(settings.get("delta.appendOnly", "false")).lower() == "true":
+        raise CannotPublishFiles("the table is append-only (delta.appendOnly)")
+    if "delta.invariants" in table.schema().to_json():
+        raise CannotPublishFiles("the table declares column invariants")
     if list(table.metadata().partition_columns) != list(partition_by):
         raise CannotPublishFiles(f"partitioned by {table.metadata().partition_columns}, not {partition_by}")
     have = spark_schema(table)
@@ -174,35 +181,115 @@ def publish_files(
             meta = pq.read_metadata(file)
             stats = file_stats(file, meta)
             nulls = json.loads(stats)["nullCount"]
-            required = {f.name for f in meta.schema.to_arrow_schema() if not f.nullable}
+            arrow = meta.schema.to_arrow_schema()
+            required = {f.name for f in arrow if not f.nullable}
             if any(c not in required and nulls.get(c) != 0 for c in not_null):
                 raise CannotPublishFiles(f"staged file {rel} may hold NULLs in a NOT NULL column")
+            for field in have.fields:
+                inner = _nested_nulls(field.dataType, arrow.field(field.name).type, field.name) \
+                    if field.name in arrow.names else None
+                if inner:
+                    raise CannotPublishFiles(f"staged file {rel} may hold NULLs in {inner}, which the table declares NOT NULL")
             files.append((file, rel, values, stats))
+    if rows is not None and sum(json.loads(f[3])["numRecords"] for f in files) != rows:
+        found = sum(json.loads(f[3])["numRecords"] for f in files)
+        raise RuntimeError(
+            f"{path}: the staged files under {', '.join(map(str, staged))} hold {found:,} rows, not the "
+            f"{rows:,} validated; nothing was published"
+        )
     now = _now_ms()
     removes = [
-        RemoveAction(a["path"], True, now, a["size_bytes"], a["partition_values"])
+        # The log's paths are URL-encoded; an action takes the plain path and encodes it itself.
+        RemoveAction(unquote(a["path"]), True, now, a["size_bytes"], a["partition_values"])
         for a in _add_actions(table, path).values() if replaced(a["partition_values"])
     ]
     if not files and not removes:
         return  # nothing to add or remove: no version (as Sail's own writes)
+    read_version = table.version()
+    props, token = _commit_properties(run_id)
     adds = []
     try:
         for file, rel, values, stats in files:
             dest = path / rel.parent / f"part-{uuid.uuid4().hex}{''.join(rel.suffixes)}"
             dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(file, dest)
-            except OSError:  # another filesystem, or one without hard links
-                shutil.copyfile(file, dest)
+            _link_or_copy(file, dest)
             st = dest.stat()
             adds.append(AddAction((rel.parent / dest.name).as_posix(), st.st_size, values, int(st.st_mtime * 1000), True, stats))
-        props = CommitProperties(custom_metadata={"userMetadata": run_id} if run_id else None, max_commit_retries=0)
         table.create_write_transaction([*adds, *removes], mode="append", schema=table.schema(),
                                        partition_by=partition_by or None, commit_properties=props)
-    except BaseException:
+    except BaseException as exc:
+        _after_failed_commit(path, read_version, token, adds, exc)
+
+
+def _link_or_copy(file: Path, dest: Path) -> None:
+    """`dest` as a hard link to `file`, or a copy where links fail; no partial `dest` is left."""
+    try:
+        os.link(file, dest)
+    except OSError:  # another filesystem, or one without hard links
+        try:
+            shutil.copyfile(file, dest)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+
+
+def _commit_properties(run_id: str | None) -> tuple[Any, str]:
+    """A commit's properties (the run id as `userMetadata`, no automatic rebase) and a token that
+    only this commit's commitInfo holds, by which `_after_failed_commit` recognises it."""
+    from deltalake.transaction import CommitProperties
+
+    token = uuid.uuid4().hex
+    metadata = {"tilewiseCommit": token, **({"userMetadata": run_id} if run_id else {})}
+    return CommitProperties(custom_metadata=metadata, max_commit_retries=0), token
+
+
+def _after_failed_commit(path: Path, read_version: int, token: str, adds: Sequence[Any], exc: BaseException) -> None:
+    """A commit call raised: if its commit never landed, unlink the files it would have added
+    (nobody reads them) and re-raise. If it did land, the error came after it (a Ctrl-C, or delta-rs
+    failing to write a checkpoint or clean up old log files): the files are the table's now and
+    stay. The commit is then the outcome: a Ctrl-C is raised again, any other error is logged."""
+    log_file = path / "_delta_log" / f"{read_version + 1:020d}.json"
+    try:
+        landed = token in log_file.read_text(encoding="utf-8")
+    except OSError:
+        landed = False
+    if not landed:
         for add in adds:  # never named by a version: nobody reads them
             (path / add.path).unlink(missing_ok=True)
-        raise
+        raise exc
+    if not isinstance(exc, Exception):
+        raise exc
+    log.warning("%s: version %d was committed and stands; a step after the commit failed: %s: %s",
+                path, read_version + 1, type(exc).__name__, exc)
+
+
+def _nested_nulls(want: Any, got: Any, where: str) -> str | None:
+    """Where, inside a column of Spark type `want` (the table's), the Arrow type `got` (a staged
+    file's) allows NULLs that `want` does not: an array element, struct field or map value.
+    Parquet enforces a required field, so a file that declares one holds no NULLs there."""
+    import pyarrow as pa
+    from pyspark.sql.types import ArrayType, MapType
+
+    if isinstance(want, ArrayType) and (pa.types.is_list(got) or pa.types.is_large_list(got)):
+        if not want.containsNull and got.value_field.nullable:
+            return f"the elements of {where}"
+        return _nested_nulls(want.elementType, got.value_type, f"the elements of {where}")
+    if isinstance(want, StructType) and pa.types.is_struct(got):
+        for f in want.fields:
+            i = got.get_field_index(f.name)
+            if i < 0:
+                continue
+            if not f.nullable and got.field(i).nullable:
+                return f"{where}.{f.name}"
+            inner = _nested_nulls(f.dataType, got.field(i).type, f"{where}.{f.name}")
+            if inner:
+                return inner
+        return None
+    if isinstance(want, MapType) and pa.types.is_map(got):
+        if not want.valueContainsNull and got.item_field.nullable:
+            return f"the values of {where}"
+        return _nested_nulls(want.valueType, got.item_type, f"the values of {where}")
+    return None
 
 
 def _types(schema: StructType) -> dict[str, str]:
@@ -237,7 +324,8 @@ def write_files(spark: SparkSession, root: Path, path: Path, df: DataFrame, part
 
 def file_stats(file: Path, meta: pq.FileMetaData | None = None) -> str:
     """Delta's `stats` of a Parquet file, from its footer (`meta`, when already read): row count
-    and, per top-level column whose every row group has them, min, max and null count."""
+    and, per top-level column whose every row group has them, null count and min and max (these only
+    when every row group holding values states them)."""
     meta = meta or pq.read_metadata(file)
     mins: dict[str, Any] = {}
     maxs: dict[str, Any] = {}
@@ -247,12 +335,16 @@ def file_stats(file: Path, meta: pq.FileMetaData | None = None) -> str:
         lo = hi = None
         count = 0
         complete = meta.num_row_groups > 0
+        bounded = True  # every row group with values states their min and max
         for g in range(meta.num_row_groups):
-            st = meta.row_group(g).column(i).statistics
+            group = meta.row_group(g)
+            st = group.column(i).statistics
             if st is None or not st.has_null_count:
                 complete = False
                 break
             count += st.null_count
+            if not st.has_min_max and st.null_count < group.num_rows:
+                bounded = False  # e.g. writers leave out min/max of values over 4 KB
             if st.has_min_max:
                 a, b = _stat_value(st.min), _stat_value(st.max)
                 if a is None or b is None:
@@ -263,7 +355,7 @@ def file_stats(file: Path, meta: pq.FileMetaData | None = None) -> str:
         if not complete:
             continue
         nulls[name] = count
-        if lo is not None:
+        if lo is not None and bounded:
             mins[name], maxs[name] = _json_value(lo), _json_value(hi)
     return json.dumps({"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
 

@@ -214,6 +214,7 @@ class Warehouse:
         partition_by: list[str],
         *,
         lineage: Lineage | None = None,
+        rows: int | None = None,
     ) -> WriteResult:
         """`replace_range` for a range of whole partitions, publishing the files staged for it.
 
@@ -222,7 +223,8 @@ class Warehouse:
         empty). On Sail and with delta-rs, the staged files become the table's as they are, in one
         commit that also removes the replaced partitions' files (`deltars.publish_files`): no row is
         read or written again. Where that cannot be done (delta-spark, a new table, files that do
-        not fit the table), the rows are written through `replace_range`'s path.
+        not fit the table), the rows are written through `replace_range`'s path. `rows`, when the
+        caller counted the staged rows, is checked against the files' row counts before the commit.
         """
         predicate = " OR ".join(p.predicate() for p in parts)
         if not self.commits_files:
@@ -233,7 +235,8 @@ class Warehouse:
             def commit() -> None:
                 try:
                     deltars.publish_files(self.path(table), folders, staged.schema, partition_by,
-                                          lambda values: any(p.holds(values) for p in parts), run_id=self.run_id)
+                                          lambda values: any(p.holds(values) for p in parts), run_id=self.run_id,
+                                          rows=rows)
                 except deltars.CannotPublishFiles as why:
                     log.info("table %s: staged files written again by the engine: %s", table, why)
                     self._commit_range(table, _one_file_per_partition(staged.filter(predicate), partition_by),
@@ -408,7 +411,11 @@ def _write_lineage_file(path: Path, state: dict) -> None:
 def delta_conflict(exc: BaseException) -> str | None:
     """The name of the Delta commit conflict `exc` is, or None when it is something else."""
     for cls in type(exc).__mro__:
-        if cls.__name__ in DELTA_CONFLICTS or (cls.__name__ in DELTA_RS_CONFLICTS and _from_delta_rs(cls)):
+        if cls.__name__ in DELTA_CONFLICTS:
+            return cls.__name__
+        # delta-rs raises CommitFailedError for a conflict and for a commit the table refuses
+        # (an append-only table): only the first is worth a retry.
+        if cls.__name__ in DELTA_RS_CONFLICTS and _from_delta_rs(cls) and "append-only" not in str(exc):
             return cls.__name__
     head = str(exc).lstrip().split("\n", 1)[0]
     m = _JAVA_CONFLICT.search(head)

@@ -93,3 +93,23 @@ def test_a_stale_delta_rs_commit_is_a_conflict() -> None:
 
     assert delta_conflict(CommitFailedError("Failed to commit transaction: 1")) == "CommitFailedError"
     assert delta_conflict(type("CommitFailedError", (Exception,), {})("not delta-rs'")) is None
+
+
+def test_delta_rs_refusing_a_commit_to_an_append_only_table_is_no_conflict(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+    from deltalake.transaction import CommitProperties, RemoveAction
+
+    path = str(tmp_path / "t")
+    write_deltalake(path, pa.table({"n": [1], "d": [date(2026, 1, 2)]}), partition_by=["d"],
+                    configuration={"delta.appendOnly": "true"})
+    table = DeltaTable(path)
+    (add,) = pa.table(table.get_add_actions(flatten=False)).to_pylist()
+    remove = RemoveAction(add["path"], True, 0, add["size_bytes"], {"d": "2026-01-02"})
+    with pytest.raises(CommitFailedError) as info:
+        table.create_write_transaction([remove], mode="append", schema=table.schema(), partition_by=["d"],
+                                       commit_properties=CommitProperties(max_commit_retries=0))
+    assert delta_conflict(info.value) is None  # a retry cannot help: no "another writer" exit 3
