@@ -36,6 +36,7 @@ from spark_jobs.errors import InputDataError
 from spark_jobs.names import BLOCK_DATE, BLOCK_PARTITIONS, BLOCK_SIZE, EVENT_COUNT, blocks_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import block_suite
+from spark_jobs.storage import coverage
 from spark_jobs.storage.manifest import Run, read_manifests
 from spark_jobs.storage.sources import InputStats, TimeRange, read_events, reading, source_files, truncation_notes
 from spark_jobs.storage.tables import Warehouse, WholePartitions, WriteResult, stage
@@ -270,6 +271,7 @@ def _backfill_range(
         result = gate.validate_and_publish(
             run, table, new_blocks, block_suite(list(fs.key), [EVENT_COUNT]), publish, engine=engine.name, label=label,
         )
+        coverage.record(wh.path(table), levels[0].lo, levels[0].hi, reset=rebuild)
         gate.discard_staged(run)
         timeline.follow(engine, wh, run, fs, table, result.version, lo=levels[0].lo, hi=levels[0].hi, rebuild=rebuild, label=label)
     dups = counts["in_range"] - counts["timestamp_in_future"] - counts["null_key"] - aggregated

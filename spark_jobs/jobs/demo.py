@@ -52,9 +52,13 @@ def main(inv: Invocation) -> int:
     def new_run(command: str, **kw: object) -> Run:
         return Run(command, wh_root, args={"demo": True, **{k: str(v) for k, v in kw.items()}}, quiet=args.quiet)
 
+    # The backfill starts as far back as the longest window reaches from the first impression, so
+    # every window the training set looks up was backfilled (the days before the data are empty).
+    reach = max(w.seconds for fs in ts_def.feature_sets for f in defs.feature_sets[fs].features for w in f.windows)
+    first = START - timedelta(days=-(-reach // 86400))
     with open_engine(profile) as engine:
-        execute(engine, defs, new_run("backfill", start=START, end=end), backfill.run,
-                start=START, end=end, names=list(ts_def.feature_sets))
+        execute(engine, defs, new_run("backfill", start=first, end=end), backfill.run,
+                start=first, end=end, names=list(ts_def.feature_sets))
         as_of = datetime(end.year, end.month, end.day)
         execute(engine, defs, new_run("snapshot", as_of=as_of), snapshot.run, as_of=as_of, names=list(ts_def.feature_sets))
         train_run = new_run("training-set", name=TRAINING_SET, start=START, end=end)

@@ -20,6 +20,7 @@ from spark_jobs.errors import InputDataError
 from spark_jobs.names import blocks_table, snapshot_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import snapshot_suite
+from spark_jobs.storage import coverage
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.tables import Warehouse, stage
 from spark_jobs.transforms.blocks import quote
@@ -52,6 +53,11 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datet
             blocks = wh.read(source, version=version)
             t = int(as_of.replace(tzinfo=timezone.utc).timestamp())
             t_floor = t - t % g
+            ranges = coverage.read(wh.path(source))
+            note = None if ranges is None else coverage.gap_note(
+                source, name, ranges, t_floor - max(r.window.seconds for r in refs), t_floor, "the snapshot's windows")
+            if note:
+                run.notes.append(note)
             # Every key: each block is rolled up into a block of the coarsest size, so that level
             # (a partition of the table) holds every key, in far fewer rows than the finest.
             coarsest = blocks.filter(F.col("block_size") == fs.block_sizes[-1].seconds)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -41,6 +41,7 @@ from spark_jobs.quality import consistency_report, gate
 from spark_jobs.quality.suites import training_expectations
 from spark_jobs.storage.manifest import Run
 from spark_jobs.storage.sources import InputStats, TimeRange, latest_time, read_events, reading, truncation_notes
+from spark_jobs.storage import coverage
 from spark_jobs.storage.bucketed import bucket_frames, drop_bucketed
 from spark_jobs.storage.tables import Warehouse, WholePartitions, WriteResult, stage
 from spark_jobs.transforms import joins
@@ -116,6 +117,7 @@ class _Impressions:
     key_columns: list[str]
     watermark: str | None  # the watermark column, when the impressions have one
     timestamp: str  # the impressions' own time column, the output's name for _tw_ts
+    cuts: tuple[datetime | None, datetime | None]  # the earliest and latest end of their lookups (UTC)
 
 
 def _build(b: _Build, label_cutoff: datetime | None, explain: bool, rebuild: bool) -> None:
@@ -137,6 +139,7 @@ def _build(b: _Build, label_cutoff: datetime | None, explain: bool, rebuild: boo
     if immature:
         run.notes.append(f"{immature:,} immature impressions (label window still open) not emitted")
     refs_by_fs = _refs_by_feature_set(ts_def)
+    _note_history_gaps(b, imps, refs_by_fs)
     features, blocks_read = _features(b, base, imps.watermark, refs_by_fs)
     try:
         staged = _assemble(b, base, {"labels": labels, **features}, imps, refs_by_fs, explain)
@@ -163,14 +166,16 @@ def _impressions(b: _Build) -> _Impressions:
         watermark = WATERMARK if WATERMARK in raw.columns else None
         if watermark:
             raw = raw.withColumn(WATERMARK, F.col(WATERMARK).cast("timestamp"))
+        valid = F.col(ID).isNotNull() & (F.col(TS) >= F.lit(lo)) & (F.col(TS) < F.lit(hi))
+        cut = F.least(F.col(WATERMARK), F.col(TS)) if watermark else F.col(TS)  # the lookups' end, before flooring
         c = raw.agg(
             F.count(F.lit(1)).alias("read"),
+            F.min(F.when(valid, cut)).alias("first_cut"),
+            F.max(F.when(valid, cut)).alias("last_cut"),
             F.sum(F.when(F.col(quote(src.timestamp)).isNull(), 1).otherwise(0)).alias("null_ts"),
             F.sum(F.when(unparseable_time(src.timestamp), 1).otherwise(0)).alias("bad_ts"),
             F.sum(F.when(F.col(TS).isNotNull() & F.col(ID).isNull(), 1).otherwise(0)).alias("null_id"),
-            F.sum(
-                F.when(F.col(ID).isNotNull() & (F.col(TS) >= F.lit(lo)) & (F.col(TS) < F.lit(hi)), 1).otherwise(0)
-            ).alias("valid"),
+            F.sum(F.when(valid, 1).otherwise(0)).alias("valid"),
         ).collect()[0]
         imps = dedupe(in_range(raw.filter(F.col(TS).isNotNull() & F.col(ID).isNotNull()), lo, hi), (ID,))
         key_cols = _impression_key_columns(b.defs, ts_def)
@@ -191,7 +196,7 @@ def _impressions(b: _Build) -> _Impressions:
         "impressions_distinct": n_imps,
         "duplicates": duplicates,
     }
-    return _Impressions(imps, n_imps, key_cols, watermark, src.timestamp)
+    return _Impressions(imps, n_imps, key_cols, watermark, src.timestamp, (c["first_cut"], c["last_cut"]))
 
 
 def _mature(b: _Build, imps: _Impressions, label_cutoff: datetime | None) -> tuple[DataFrame, DataFrame]:
@@ -209,6 +214,27 @@ def _mature(b: _Build, imps: _Impressions, label_cutoff: datetime | None) -> tup
     run.counts["label_cutoffs"] = {k: str(v) for k, v in cutoffs.items()}
     run.counts[b.name]["immature_not_emitted"] = immature
     return labels, base
+
+
+def _note_history_gaps(b: _Build, imps: _Impressions, refs_by_fs: dict[str, list[FeatureRef]]) -> None:
+    """A note for each block table that was not backfilled over all the time the impressions'
+    windows reach back to: those windows count as empty, which a model should not mistake for
+    no activity."""
+    first, last = imps.cuts
+    if first is None or last is None:
+        return
+    for fs_name, refs in refs_by_fs.items():
+        fs = b.defs.feature_sets[fs_name]
+        table = blocks_table(fs_name)
+        ranges = coverage.read(b.wh.path(table))
+        if ranges is None:
+            continue
+        g = fs.finest.seconds
+        lo, hi = (int(t.replace(tzinfo=timezone.utc).timestamp()) for t in (first, last))
+        need_lo = lo - lo % g - max(r.window.seconds for r in refs)
+        note = coverage.gap_note(table, fs_name, ranges, need_lo, hi - hi % g, f"the windows of {b.name}'s impressions")
+        if note:
+            b.run.notes.append(note)
 
 
 def _refs_by_feature_set(ts_def: TrainingSet) -> dict[str, list[FeatureRef]]:

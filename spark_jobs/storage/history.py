@@ -17,6 +17,7 @@ from typing import Any
 from spark_jobs.errors import InputDataError
 from spark_jobs.storage.locks import table_lock
 from spark_jobs.storage.manifest import read_manifests
+from spark_jobs.storage import coverage
 from spark_jobs.storage.tables import LINEAGE_FILE, stored_lineage, table_version
 
 # delta-rs, Sail and delta-spark name the rows a commit added differently.
@@ -103,6 +104,7 @@ def restore(root: Path, table: str, version: int, *, run_id: str, lock_timeout_s
         DeltaTable(str(path)).restore(version, commit_properties=CommitProperties(custom_metadata={"userMetadata": run_id}))
         if not lineage_kept:
             (path / LINEAGE_FILE).unlink(missing_ok=True)
+        coverage.forget(path)  # which event time the restored version covers is not known
         new = table_version(path)
     assert new is not None
     return Restored(new, version, rows, lineage_kept)

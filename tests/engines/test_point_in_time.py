@@ -223,3 +223,21 @@ def test_training_set_matches_brute_force_reference(engine, warehouse, pipeline)
     assert "timelines/acts" not in again.inputs
     assert any("not from timelines/acts" in n for n in again.notes)
     assert_approx_df_equality(order(warehouse.read("training/ts")), order(expected), precision=1e-6, ignore_nullable=True)
+
+
+def test_windows_reaching_before_the_backfilled_time_are_named_with_the_backfill_that_fills_them(
+    engine, warehouse, pipeline
+) -> None:  # type: ignore[no-untyped-def]
+    """The backfill covered [2026-03-01, 2026-03-04) (a day of lateness); the impressions' 2d windows
+    reach further back. Those windows count as empty (the values above), and the run says so."""
+    events, imps, labels, actual, run, defs = pipeline
+    (note,) = [n for n in run.notes if "was backfilled over" in n]
+    assert note.startswith("blocks/acts was backfilled over [2026-03-01 00:00, 2026-03-04 00:00); the windows of ts's impressions")
+    command = note.split("To fill them: ")[1]
+    assert command.startswith("tilewise backfill --start 2026-02-2") and command.endswith("--end 2026-03-01 --feature-set acts")
+    start = date.fromisoformat(command.split("--start ")[1][:10])
+    run_job(engine, warehouse, defs, "backfill", backfill.run, start=start, end=date(2026, 3, 1), names=["acts"])
+    again = run_job(engine, warehouse, defs, "training-set", training.run, name="ts", start=date(2026, 3, 1), end=date(2026, 3, 5))
+    assert not [n for n in again.notes if "was backfilled over" in n]
+    order = lambda df: df.orderBy("impression_id")  # noqa: E731
+    assert_approx_df_equality(order(warehouse.read("training/ts")), order(actual), precision=1e-9, ignore_nullable=True)
