@@ -222,9 +222,12 @@ Task = Callable[[Invocation], int]
 
 def _check(inv: Invocation) -> int:
     defs = inv.defs
+    yaml = sum(1 for f in defs.files if str(f).endswith((".yaml", ".yml")))
+    sql = len(defs.files) - yaml
     print(
         f"ok: {len(defs.sources)} sources, {len(defs.feature_sets)} feature sets, "
-        f"{len(defs.training_sets)} training sets in {len(defs.files)} files ({_where(inv.project)})"
+        f"{len(defs.training_sets)} training sets in {yaml} YAML file{'s' * (yaml != 1)}"
+        + (f" and {sql} SQL file{'s' * (sql != 1)}" if sql else "") + f" ({_where(inv.project)})"
     )
     return 0
 

@@ -136,6 +136,7 @@ def backfill_feature_set(
     if len(chunks) > 1:
         untimed, all_stats = _untimed_rows(engine, defs, run, fs, lo, hi)
     with wh.lock(table, on_wait=run.say):
+        version_before = wh.version(table)
         previous = _committed_chunks(wh, table, fs.name, plan) if resume and len(chunks) > 1 else {}
         progress = Progress(run, fs.name, chunks)
         try:
@@ -202,6 +203,8 @@ def backfill_feature_set(
     run.notes.extend(f"{fs.name}: {note}" for note in truncation_notes(all_stats))
     version = result.version if result is not None else wh.version(table)
     run.outputs[table] = {"version": version, "rows": rows_written}
+    if version is not None and version == version_before:
+        run.outputs[table]["unchanged"] = True  # nothing to write or remove: no commit
     skipped = [c for c in totals["chunks"] if c["status"] == "skipped"]
     if len(chunks) > 1:
         kept_note = (

@@ -95,7 +95,10 @@ def print_summary(run: Run, manifest_path: Path) -> None:
     m = run.manifest()
     lines = [f"== tilewise {run.command}: {run.status.upper()} in {m['seconds']:.1f}s on {run.engine or '-'}"]
     for table, out in run.outputs.items():
-        lines.append(f"   wrote {table}: version {out.get('version')}, {out.get('rows', 0):,} rows")
+        if out.get("unchanged"):
+            lines.append(f"   {table}: unchanged at version {out.get('version')} (nothing to write)")
+        else:
+            lines.append(f"   wrote {table}: version {out.get('version')}, {out.get('rows') or 0:,} rows")
     for reason, rows in run.dropped.items():
         lines.append(f"   dropped {rows:,} rows: {reason}")
     for table, v in run.validation.items():

@@ -25,7 +25,8 @@ def summarize(m: dict[str, Any]) -> dict[str, Any]:
         "seconds": m.get("seconds"),
         "engine": m.get("engine"),
         "scope": scope(m.get("args") or {}),
-        "outputs": {t: {"version": o.get("version"), "rows": o.get("rows")} for t, o in (m.get("outputs") or {}).items()},
+        "outputs": {t: {"version": o.get("version"), "rows": o.get("rows"), **({"unchanged": True} if o.get("unchanged") else {})}
+                    for t, o in (m.get("outputs") or {}).items()},
         "validation": {t: bool(v.get("success")) for t, v in validation.items()},
         "error": (m.get("error") or "").splitlines()[0] if m.get("error") else None,
         "manifest": m["manifest"],
@@ -56,7 +57,8 @@ def select(manifests: list[dict[str, Any]], last: int, table: str | None) -> lis
 def line(r: dict[str, Any]) -> str:
     when = (r["started"] or "?").replace("T", " ").rstrip("Z")
     took = f"{r['seconds']:.1f}s" if isinstance(r["seconds"], (int, float)) else "?"
-    wrote = ", ".join(f"{t} v{o['version']} ({o['rows'] or 0:,} rows)" for t, o in r["outputs"].items()) or "-"
+    wrote = ", ".join(f"{t} v{o['version']} (unchanged)" if o.get("unchanged") else f"{t} v{o['version']} ({o['rows'] or 0:,} rows)"
+                      for t, o in r["outputs"].items()) or "-"
     failed = [t for t, ok in r["validation"].items() if not ok]
     asked = f"{r['scope']} -> " if r["scope"] else ""
     text = f"{when}  {r['command'] or '?':<12} {r['status'] or '?':<7} {took:>8}  {asked}{wrote}"

@@ -27,7 +27,7 @@ from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, timeline_table
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import timeline_suite
 from spark_jobs.storage.manifest import Run
-from spark_jobs.storage.tables import Warehouse, WholePartitions, stage
+from spark_jobs.storage.tables import Warehouse, WholePartitions, stage, staged_rows
 from spark_jobs.transforms.timeline import DAY, PARTITION_BY, build_timeline
 
 MARKER = "_tilewise_timeline.json"  # "_": Delta and VACUUM leave it alone
@@ -84,6 +84,7 @@ def follow(
             blocks_in = finest if days is None else finest.filter(F.col(BLOCK_DATE).between(F.lit(days.first), F.lit(days.last)))
             expected = blocks_in.count()
             held = int(staged.agg(F.sum(F.size(STARTS))).collect()[0][0] or 0)
+            rows_staged = staged_rows(folder)
         report = gate.audit(run, table, staged, timeline_suite(list(fs.key), DAY), engine=engine.name)
         extra = [] if held == expected else [f"timeline holds {held:,} blocks, {blocks_table} v{blocks_version} {expected:,}"]
         gate.require(run, report, extra)
@@ -91,10 +92,12 @@ def follow(
             if days is None:
                 result = wh.overwrite(table, staged, PARTITION_BY)
             else:
-                result = wh.replace_partitions(table, staged, [folder], [days], PARTITION_BY)
+                result = wh.replace_partitions(table, staged, [folder], [days], PARTITION_BY, rows=rows_staged)
         write_marker(wh, fs.name, blocks_table, blocks_version, result.version)
         gate.discard_staged(run)
-    run.outputs[table] = {"version": result.version, "blocks_version": blocks_version, "blocks": expected}
+    before = run.outputs.get(table, {})  # a chunked backfill derives the timeline once per chunk
+    run.outputs[table] = {"version": result.version, "rows": rows_staged + (before.get("rows") or 0),
+                          "blocks_version": blocks_version, "blocks": expected + (before.get("blocks") or 0)}
 
 
 def for_lookup(engine: Engine, wh: Warehouse, run: Run, fs_name: str, blocks_table: str, blocks_version: int) -> DataFrame | None:

@@ -477,6 +477,16 @@ def stage(spark: SparkSession, folder: Path, df: DataFrame, partition_by: list[s
     return read.select(*[f"`{c}`" for c in df.columns])
 
 
+def staged_rows(folder: Path) -> int:
+    """The rows `stage` wrote under `folder`, from the files' footers (no engine query)."""
+    import pyarrow.parquet as pq
+
+    return sum(
+        pq.read_metadata(f).num_rows for f in folder.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in f.relative_to(folder).parts)
+    )
+
+
 def stage_rows(spark: SparkSession, folder: Path, rows: list[dict], schema: StructType) -> DataFrame:
     """Stage a few rows computed on the driver, like `stage`: written with pyarrow, read back by the
     engine. (`createDataFrame` from Python rows runs Python workers on classic Spark: seconds.)"""

@@ -372,6 +372,7 @@ def test_no_events_in_the_range_succeeds_clears_the_range_and_says_so(root: Path
     assert res.returncode == 0, res.stderr
     assert "acts: 0 events of source events in [2026-03-09 00:00, 2026-03-11 00:00) (0 rows read, 0 in range)" in res.stderr
     assert table_content(root / "wh", BLOCKS) == before  # Sail commits no version when nothing changes
+    assert f"{BLOCKS}: unchanged at version 0 (nothing to write)" in res.stderr
     # The source's files now hold zero rows (an export with nothing to say): a re-run of the
     # backfilled range succeeds and leaves it without blocks, instead of keeping stale ones.
     for day in (1, 2):
@@ -382,6 +383,7 @@ def test_no_events_in_the_range_succeeds_clears_the_range_and_says_so(root: Path
     assert _version(root) == 1
     assert table_content(root / "wh", BLOCKS) == []
     assert _last_run(root, "backfill")["outputs"][BLOCKS]["rows"] == 0
+    assert f"wrote {BLOCKS}: version 1, 0 rows" in res.stderr  # the old blocks were removed: a commit
 
 
 # -- 7. files as pandas writes them ---------------------------------------------------------------
