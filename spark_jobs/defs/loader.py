@@ -253,7 +253,9 @@ class _Loader:
             return None
         data = {**entry.raw, "name": entry.name, "file": entry.doc.file}
         if entry.kind == "training_sets":
-            data["lines"] = _field_lines(entry)
+            data["lines"] = _field_lines(entry, "logged")
+        elif entry.kind == "feature_sets":
+            data["lines"] = _field_lines(entry, "features")
         return data
 
     def _validate(self, entry: _Entry, data: dict[Any, Any], context: dict[str, Any] | None = None) -> BaseModel | None:
@@ -290,13 +292,14 @@ class _Loader:
             return None
 
 
-def _field_lines(entry: _Entry) -> dict[str, int]:
-    """Lines of the fields a training set's data is checked against later (its logged values)."""
+def _field_lines(entry: _Entry, prefix: str) -> dict[str, int]:
+    """Lines of the fields under `prefix` that are checked against data later (a training set's
+    logged values, a feature's filter and column)."""
     lines = {}
     for loc, line in entry.doc.lines.items():
         if loc[: len(entry.loc)] == entry.loc and len(loc) > len(entry.loc):
             field = ".".join(str(part) for part in loc[len(entry.loc) :])
-            if field.startswith("logged"):
+            if field.startswith(prefix):
                 lines[field] = line
     return lines
 

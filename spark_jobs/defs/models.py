@@ -301,10 +301,13 @@ class Feature(_Model):
 class FeatureSet(_Model):
     """Features of one source per entity key, pre-aggregated in blocks of `block_sizes`."""
 
-    DERIVED = frozenset({"name", "file"})
+    DERIVED = frozenset({"name", "file", "lines"})
 
     name: Name
     file: str = ""
+    # Line of each feature's fields in `file` (`features.0.filter` -> line), for errors found
+    # later against the source's columns.
+    lines: dict[str, int] = {}
     source: SourceRef
     key: Annotated[Columns, Field(min_length=1)]
     block_sizes: Annotated[tuple[DurationField, ...], Field(min_length=1)]
@@ -318,6 +321,11 @@ class FeatureSet(_Model):
     @property
     def output_columns(self) -> tuple[str, ...]:
         return tuple(column for feature in self.features for column in feature.output_columns)
+
+    def where(self, index: int, field: str) -> str:
+        """`file:line path` of a field of feature `index` of this set, as the loader shows it."""
+        line = self.lines.get(f"features.{index}.{field}") or self.lines.get(f"features.{index}", 1)
+        return f"{self.file}:{line} feature_sets.{self.name}.features[{index}] ({self.features[index].name}).{field}"
 
     def feature(self, name: str) -> Feature:
         for feature in self.features:

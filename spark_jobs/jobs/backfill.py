@@ -40,7 +40,7 @@ from spark_jobs.storage import coverage
 from spark_jobs.storage.manifest import Run, read_manifests
 from spark_jobs.storage.sources import InputStats, TimeRange, read_events, reading, source_files, truncation_notes
 from spark_jobs.storage.tables import Warehouse, WholePartitions, WriteResult, stage
-from spark_jobs.transforms.blocks import build_blocks, roll_up
+from spark_jobs.transforms.blocks import build_blocks, check_expressions, roll_up
 from spark_jobs.transforms.events import clean_events, dedupe_keys, event_counts, not_seen_before
 
 PARTITION_BY = list(BLOCK_PARTITIONS)
@@ -245,6 +245,7 @@ def _backfill_range(
             events = read_events(
                 engine.spark, defs.source_read(fs.source), TimeRange(_ts(lo), _ts(hi)), stats, block_s=fs.block_sizes[0].seconds
             )
+            check_expressions(events, fs, fs.source)
             counts = event_counts(events, src.timestamp, fs.key, _ts(lo), _ts(hi), run.clock)
             clean = clean_events(events, fs.key, src.dedupe_key, _ts(lo), _ts(hi), run.clock)
             if seen is not None:

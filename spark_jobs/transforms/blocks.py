@@ -12,6 +12,7 @@ from pyspark.sql.types import StructType
 
 from spark_jobs.aggregations import REGISTRY, AggInput
 from spark_jobs.defs.models import Feature, FeatureSet
+from spark_jobs.errors import DefinitionError
 from spark_jobs.names import BLOCK_DATE, BLOCK_SIZE, BLOCK_START, EVENT_COUNT
 from spark_jobs.transforms.events import TS
 
@@ -40,6 +41,34 @@ def agg_input(feature: Feature, fs: FeatureSet, events: StructType | None = None
         quantiles=tuple(feature.quantiles or ()),
         value_type=value_type,
     )
+
+
+def check_expressions(events: DataFrame, fs: FeatureSet, source: str) -> None:
+    """Resolve every feature's `filter` and `column` on the source's events, before any work: a
+    mistake (a misspelt column, a filter that does not parse) is a DefinitionError naming the
+    file, line and field, instead of the engine's error half-way. One round trip when all resolve."""
+    exprs = [(i, field, text) for i, f in enumerate(fs.features)
+             for field, text in (("filter", f.filter), ("column", quote(f.column) if f.column else None)) if text]
+    if not exprs:
+        return
+    try:
+        events.select(*[F.expr(text) for _, _, text in exprs]).schema
+        return
+    except Exception as whole:  # noqa: BLE001 - each expression alone says which one it was
+        problems = []
+        columns = ", ".join(c for c in events.columns if not c.startswith("_tw_"))
+        for i, field, text in exprs:
+            try:
+                events.select(F.expr(text)).schema
+            except Exception as exc:  # noqa: BLE001
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                shown = fs.features[i].filter if field == "filter" else fs.features[i].column
+                where = fs.where(i, field)
+                problems.append((int(where.split(" ", 1)[0].rsplit(":", 1)[1]), f"{where}: {shown!r} does not "
+                                 f"resolve on source {source} (columns: {columns}): {why}"))
+        if not problems:
+            raise whole
+        raise DefinitionError.collected([text for _, text in sorted(problems)]) from None
 
 
 def part_column(feature: Feature, part: str) -> str:
