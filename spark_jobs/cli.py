@@ -130,12 +130,14 @@ def _check_training_set(args: argparse.Namespace, defs: Definitions) -> None:
 def _check_table(args: argparse.Namespace, defs: Definitions) -> None:
     from spark_jobs.names import check_table_name
 
+    args.table = args.table.rstrip("/")  # a shell's completion of the table's folder
     check_table_name(defs, args.table)
 
 
 def _check_tables(args: argparse.Namespace, defs: Definitions) -> None:
     from spark_jobs.names import check_table_name
 
+    args.table = [table.rstrip("/") for table in args.table]
     for table in args.table:  # a wrong name fails before anything is deleted
         check_table_name(defs, table)
 
@@ -356,7 +358,7 @@ COMMANDS = (
     Command("restore", "a new version of a table equal to an older one, with a manifest (no engine)",
             ("tilewise restore training/engagement --version 3",),
             (TABLE, VERSION), _restore),
-    Command("demo", "sample data + the whole pipeline on the embedded engine",
+    Command("demo", "sample data + the whole pipeline on the profile's engine (Sail by default)",
             ("tilewise demo", "tilewise demo --days 7 --events-per-day 50000", "tilewise demo --example flights"),
             (EXAMPLE, DAYS, EVENTS_PER_DAY, DATA_ROOT), _demo, needs="project"),
     Command("bench", "benchmarks: nightly cost, point-in-time lookups, engines, joins, scale",

@@ -11,6 +11,7 @@ Spark import: the definitions' checks use these names too.
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
 from spark_jobs.errors import InputDataError
@@ -78,8 +79,24 @@ def output_tables(defs: Definitions) -> list[str]:
 
 def check_table_name(defs: Definitions, table: str) -> None:
     """`table` names an output table of these definitions (so it cannot point anywhere else)."""
-    if table not in output_tables(defs):
+    tables = output_tables(defs)
+    if table not in tables:
+        close = difflib.get_close_matches(table, tables, n=1, cutoff=0.6)
+        close += [t for t in tables if not close and table.rstrip("/").endswith("/" + t)]  # a path to the table
+        if close:
+            raise InputDataError(f"{table!r} is not a table of these definitions: did you mean {close[0]}?")
         raise InputDataError(
             f"{table!r} is not a table of these definitions: write {BLOCKS}/<feature_set>, "
-            f"{TIMELINES}/<feature_set>, {SNAPSHOTS}/<feature_set>, {TRAINING}/<training_set> or {CONSISTENCY}/<training set with logged values>"
+            f"{TIMELINES}/<feature_set>, {SNAPSHOTS}/<feature_set>, {TRAINING}/<training_set> or "
+            f"{CONSISTENCY}/<training set with logged values> (these definitions have {', '.join(tables)})"
         )
+
+
+def builder(table: str) -> str:
+    """The command that builds `table`, for messages."""
+    kind, name = table_kind(table)
+    if kind in (BLOCKS, TIMELINES):
+        return f"tilewise backfill --start DATE --end DATE --feature-set {name}"
+    if kind == SNAPSHOTS:
+        return f"tilewise snapshot --as-of TIMESTAMP --feature-set {name}"
+    return f"tilewise training-set {name} --start DATE --end DATE"

@@ -21,6 +21,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame
@@ -92,6 +93,7 @@ def run(
     engine: Engine, wh: Warehouse, defs: Definitions, run: Run, start: date, end: date, names: list[str],
     rebuild: bool = False, step_days: int | None = None, resume: bool = True,
 ) -> None:
+    _check_source_paths(defs, names)
     for name in names:
         backfill_feature_set(engine, wh, defs, run, defs.feature_sets[name], start, end, rebuild, step_days, resume)
 
@@ -165,6 +167,7 @@ def backfill_feature_set(
                 took = time.time() - t0
                 result = done["result"]
                 rows_written += sum(done["blocks_written"].values())
+                run.outputs[table] = {"version": result.version, "rows": rows_written}  # a run that fails later still names it
                 if untimed is None:
                     all_stats = stats
                 else:  # the files a chunk reads again were counted once, over the whole range
@@ -296,6 +299,30 @@ def _backfill_range(
 
 
 UNTIMED = ("null timestamp", "unparseable timestamp")
+
+
+def _check_source_paths(defs: Definitions, names: list[str]) -> None:
+    """Every local source folder the feature sets read exists, before any work; else exit 2 naming
+    the source, the feature sets that read it and how to run the others only."""
+    readers: dict[str, list[str]] = {}
+
+    def leaves(name: str) -> list[str]:
+        src = defs.sources[name]
+        return [name] if src.path is not None else [leaf for dep in src.depends_on for leaf in leaves(dep)]
+
+    for fs in names:
+        for leaf in leaves(defs.feature_sets[fs].source):
+            path = defs.sources[leaf].path
+            if path is not None and "://" not in path and not Path(path).exists():
+                readers.setdefault(leaf, []).append(fs)
+    if not readers:
+        return
+    others = [fs for fs in names if all(fs not in r for r in readers.values())]
+    lines = [f"source {s} ({defs.sources[s].file}): path {defs.sources[s].path} does not exist; "
+             f"feature set{'s' * (len(r) > 1)} {', '.join(r)} read{'s' * (len(r) == 1)} it" for s, r in readers.items()]
+    hint = (f"Write that data first, or run the others only: {' '.join(f'--feature-set {fs}' for fs in others)}"
+            if others else "Write that data first")
+    raise InputDataError("\n".join([*lines, hint]))
 
 
 def _untimed_rows(

@@ -117,7 +117,9 @@ class _Impressions:
     key_columns: list[str]
     watermark: str | None  # the watermark column, when the impressions have one
     timestamp: str  # the impressions' own time column, the output's name for _tw_ts
-    cuts: tuple[datetime | None, datetime | None]  # the earliest and latest end of their lookups (UTC)
+    # The earliest impression time and the latest end of their lookups (UTC): the windows read
+    # blocks from floor_g(first) - W to floor_g(last).
+    cuts: tuple[datetime | None, datetime | None]
 
 
 def _build(b: _Build, label_cutoff: datetime | None, explain: bool, rebuild: bool) -> None:
@@ -131,7 +133,13 @@ def _build(b: _Build, label_cutoff: datetime | None, explain: bool, rebuild: boo
         if logged_lineage is not None:
             b.wh.check_lineage(consistency_table(b.name), logged_lineage)
 
+    _check_blocks_exist(b)
     imps = _impressions(b)
+    if imps.count == 0:
+        run.notes.append(
+            f"0 impressions of source {ts_def.impressions} dated [{b.start}, {b.end}) "
+            f"({run.counts[b.name]['impressions_read']:,} rows read): check the dates and the source's files"
+        )
     labels, base = _mature(b, imps, label_cutoff)
     run.inputs["_sources"] = {k: v.as_dict() for k, v in b.stats.items()}
     run.notes.extend(truncation_notes(b.stats))
@@ -152,6 +160,21 @@ def _build(b: _Build, label_cutoff: datetime | None, explain: bool, rebuild: boo
     run.outputs[training_table(b.name)] = {"version": result.version, "rows": rows}
 
 
+def _check_blocks_exist(b: _Build) -> None:
+    """Every block table the training set reads exists, before any work; else exit 2 with the
+    backfill that builds them over the time the windows reach back to."""
+    missing = [fs for fs in b.ts_def.feature_sets if b.wh.version(blocks_table(fs)) is None]
+    if not missing:
+        return
+    reach = max(w.seconds for fs in missing for f in b.defs.feature_sets[fs].features for w in f.windows)
+    first = b.start - timedelta(days=-(-reach // 86400))
+    tables = ", ".join(blocks_table(fs) for fs in missing)
+    raise InputDataError(
+        f"training set {b.name} needs {tables}, which {'do' if len(missing) > 1 else 'does'} not exist yet: run "
+        f"tilewise backfill --start {first} --end {b.end} {' '.join(f'--feature-set {fs}' for fs in missing)}"
+    )
+
+
 def _impressions(b: _Build) -> _Impressions:
     """Impressions dated [start, end): null ids and times dropped and counted, one row per
     impression_id (the earliest wins), staged with the columns the later steps use."""
@@ -170,7 +193,7 @@ def _impressions(b: _Build) -> _Impressions:
         cut = F.least(F.col(WATERMARK), F.col(TS)) if watermark else F.col(TS)  # the lookups' end, before flooring
         c = raw.agg(
             F.count(F.lit(1)).alias("read"),
-            F.min(F.when(valid, cut)).alias("first_cut"),
+            F.min(F.when(valid, F.col(TS))).alias("first_ts"),  # windows start at floor_g(ts) - W
             F.max(F.when(valid, cut)).alias("last_cut"),
             F.sum(F.when(F.col(quote(src.timestamp)).isNull(), 1).otherwise(0)).alias("null_ts"),
             F.sum(F.when(unparseable_time(src.timestamp), 1).otherwise(0)).alias("bad_ts"),
@@ -196,7 +219,7 @@ def _impressions(b: _Build) -> _Impressions:
         "impressions_distinct": n_imps,
         "duplicates": duplicates,
     }
-    return _Impressions(imps, n_imps, key_cols, watermark, src.timestamp, (c["first_cut"], c["last_cut"]))
+    return _Impressions(imps, n_imps, key_cols, watermark, src.timestamp, (c["first_ts"], c["last_cut"]))
 
 
 def _mature(b: _Build, imps: _Impressions, label_cutoff: datetime | None) -> tuple[DataFrame, DataFrame]:

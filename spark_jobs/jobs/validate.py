@@ -7,7 +7,7 @@ from __future__ import annotations
 from spark_jobs.defs.models import Definitions
 from spark_jobs.engine.session import Engine
 from spark_jobs.errors import InputDataError, ValidationFailed
-from spark_jobs.names import check_table_name
+from spark_jobs.names import builder, check_table_name
 from spark_jobs.quality import gate
 from spark_jobs.quality.suites import table_suite
 from spark_jobs.storage.manifest import Run
@@ -18,7 +18,7 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, table: str) 
     check_table_name(defs, table)
     version = wh.version(table)
     if version is None:
-        raise InputDataError(f"table {table} does not exist under {wh.root}")
+        raise InputDataError(f"table {table} does not exist under {wh.root} (run the job that builds it first: {builder(table)})")
     df = wh.read(table, version=version)
     expectations = table_suite(defs, table, df.columns)
     run.inputs[table] = {"version": version}
