@@ -357,7 +357,7 @@ def _chunks(
     budget = memory_budget(engine.profile)
     days = auto_step_days(size, (hi - lo) / DAY, budget)
     chunks = plan_chunks(lo, hi, coarsest, days * DAY)
-    return chunks, f"{days} days per chunk from {size / 2**20:,.1f} MiB of source files and {budget / 2**30:.1f} GiB of engine memory"
+    return chunks, f"{days} day{'s' * (days != 1)} per chunk from {size / 2**20:,.1f} MiB of source files and {budget / 2**30:.1f} GiB of engine memory"
 
 
 def memory_budget(profile: Profile) -> int:
