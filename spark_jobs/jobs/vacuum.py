@@ -51,7 +51,8 @@ def main(inv: Invocation) -> int:
 
 def _report(run: Run, what: str, freed: Freed, verb: str) -> None:
     run.say(f"{what}: {verb} {_files(freed)}")
-    run.notes.append(f"{what}: {verb} {_files(freed)}")
+    if freed.files:  # the summary names what had files to delete; every table is in the progress lines
+        run.notes.append(f"{what}: {verb} {_files(freed)}")
 
 
 def _files(freed: Freed) -> str:
