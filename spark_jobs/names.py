@@ -81,15 +81,27 @@ def check_table_name(defs: Definitions, table: str) -> None:
     """`table` names an output table of these definitions (so it cannot point anywhere else)."""
     tables = output_tables(defs)
     if table not in tables:
-        close = difflib.get_close_matches(table, tables, n=1, cutoff=0.6)
-        close += [t for t in tables if not close and table.rstrip("/").endswith("/" + t)]  # a path to the table
+        close = _near(table, tables)
         if close:
-            raise InputDataError(f"{table!r} is not a table of these definitions: did you mean {close[0]}?")
+            raise InputDataError(f"{table!r} is not a table of these definitions: did you mean {' or '.join(close)}?")
         raise InputDataError(
             f"{table!r} is not a table of these definitions: write {BLOCKS}/<feature_set>, "
             f"{TIMELINES}/<feature_set>, {SNAPSHOTS}/<feature_set>, {TRAINING}/<training_set> or "
             f"{CONSISTENCY}/<training set with logged values> (these definitions have {', '.join(tables)})"
         )
+
+
+def _near(table: str, tables: list[str]) -> list[str]:
+    """The tables `table` probably meant: the one a path ends with, else those of its kind (any
+    kind for a bare name) whose name is within a typo or two of its name."""
+    text = table.strip().rstrip("/")
+    ends = [t for t in tables if text.endswith("/" + t)]
+    if ends:
+        return ends[:1]
+    kind, _, name = text.rpartition("/")
+    pool = {t: t.partition("/")[2] for t in tables if not kind or t.partition("/")[0] == kind}
+    names = difflib.get_close_matches(name, sorted(set(pool.values())), n=1, cutoff=0.8)
+    return [t for t, n in pool.items() if n in names][:2]
 
 
 def builder(table: str) -> str:

@@ -15,7 +15,7 @@ DEFS = load_definitions(Path(__file__).resolve().parents[2] / "feature_defs", da
 
 @pytest.mark.parametrize("typed, meant", [
     ("training/engagment", "training/engagement"),
-    ("engagement", "training/engagement"),
+    ("engagement", "training/engagement or consistency/engagement"),
     ("warehouse/training/engagement", "training/engagement"),
     ("blocks/user_activty", "blocks/user_activity"),
 ])
@@ -25,8 +25,9 @@ def test_a_near_miss_names_the_table_meant(typed: str, meant: str) -> None:
 
 
 def test_anything_else_lists_the_tables_and_a_real_name_passes() -> None:
-    with pytest.raises(InputDataError, match=r"\(these definitions have blocks/carrier_delays, .*training/engagement"):
-        check_table_name(DEFS, "zzz")
+    for typed in ("zzz", "consistency/nope", "training/user_activity"):
+        with pytest.raises(InputDataError, match=r"\(these definitions have blocks/carrier_delays, .*training/engagement"):
+            check_table_name(DEFS, typed)
     check_table_name(DEFS, "training/engagement")
 
 
