@@ -7,6 +7,7 @@ the manifest's path. Files only: no engine, no definitions needed.
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -73,13 +74,21 @@ def line(r: dict[str, Any]) -> str:
 
 def main(inv: Invocation) -> int:
     args, profile = inv.args, inv.profile
-    rows = select(read_manifests(profile.warehouse_path), args.last, args.table)
+    manifests = read_manifests(profile.warehouse_path)
+    rows = select(manifests, args.last, args.table)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not rows:
         what = f" touching {args.table}" if args.table else ""
         print(f"no runs{what} under {profile.warehouse_path / '_runs'}")
+        if args.table:  # a typo, most likely: name the tables that have runs
+            tables = sorted({t for m in manifests for t in (m.get("outputs") or {})} - {args.table})
+            close = difflib.get_close_matches(args.table.rstrip("/"), tables, n=1, cutoff=0.8)
+            if close:
+                print(f"did you mean {close[0]}?")
+            elif tables:
+                print(f"tables with runs: {', '.join(tables)}")
         return 0
     print(f"{'started (UTC)':<19}  {'command':<12} {'status':<7} {'took':>8}  asked for -> tables written (version, rows)")
     for r in rows:

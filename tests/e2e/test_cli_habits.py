@@ -194,6 +194,8 @@ def test_runs_lists_the_manifests_newest_first(project: Path) -> None:
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  snapshot +ok +\d+\.\ds  as of 2026-01-03 00:00:00 -> "
                     r"snapshots/user_activity v0 \(", lines[-1]), lines[-1]
     assert "validation passed" in lines[-1] and "error: RuntimeError: injected fault" in lines[1]
+    typo = tw("runs", "--table", "snapshots/user_activty", cwd=project)
+    assert typo.returncode == 0 and typo.stdout.splitlines()[1:] == [f"did you mean {SNAPSHOT}?"], typo.stdout
 
 
 def test_demo_preview_shows_clicked_impressions_with_history(tmp_path: Path) -> None:
