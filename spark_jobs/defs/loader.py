@@ -253,7 +253,7 @@ class _Loader:
             return None
         data = {**entry.raw, "name": entry.name, "file": entry.doc.file}
         if entry.kind == "training_sets":
-            data["lines"] = _field_lines(entry, "logged")
+            data["lines"] = _field_lines(entry, ("logged", "labels"))
         elif entry.kind == "feature_sets":
             data["lines"] = _field_lines(entry, "features")
         return data
@@ -292,9 +292,9 @@ class _Loader:
             return None
 
 
-def _field_lines(entry: _Entry, prefix: str) -> dict[str, int]:
+def _field_lines(entry: _Entry, prefix: str | tuple[str, ...]) -> dict[str, int]:
     """Lines of the fields under `prefix` that are checked against data later (a training set's
-    logged values, a feature's filter and column)."""
+    logged values and label filters, a feature's filter and column)."""
     lines = {}
     for loc, line in entry.doc.lines.items():
         if loc[: len(entry.loc)] == entry.loc and len(loc) > len(entry.loc):

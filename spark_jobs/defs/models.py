@@ -457,8 +457,9 @@ class TrainingSet(_Model):
 
     name: Name
     file: str = ""
-    # Line of some fields in `file` (`logged.values.<name>` -> line), for errors found later
-    # against the data (a logged value the impressions lack).
+    # Line of some fields in `file` (`logged.values.<name>`, `labels.0.filter` -> line), for
+    # errors found later against the data (a logged value the impressions lack, a label filter
+    # that does not resolve on its source).
     lines: dict[str, int] = {}
     impressions: SourceRef
     keys: dict[Column, Column] = {}

@@ -45,7 +45,7 @@ from spark_jobs.storage import coverage
 from spark_jobs.storage.bucketed import bucket_frames, drop_bucketed
 from spark_jobs.storage.tables import Warehouse, WholePartitions, WriteResult, stage
 from spark_jobs.transforms import joins
-from spark_jobs.transforms.blocks import quote
+from spark_jobs.transforms.blocks import quote, resolve_problem
 from spark_jobs.transforms.events import TS, dedupe, in_range, unparseable_time
 from spark_jobs.transforms.pit import fill_empty
 from spark_jobs.transforms.sweep import point_in_time, warm_up_in_background
@@ -428,6 +428,14 @@ def _labels(b: _Build, imps: DataFrame, label_cutoff: datetime | None) -> tuple[
         ev = read_events(spark, read, rng, b.stats)
         if ID not in ev.columns:
             raise InputDataError(f"label source {source}: column {ID!r} not found")
+        problems = [
+            f"{ts_def.where(f'labels.{i}.filter')}: {lb.filter!r} does not resolve on source {source} "
+            f"(columns: {', '.join(c for c in ev.columns if not c.startswith('_tw_'))}): {why}"
+            for i, lb in enumerate(ts_def.labels) if lb.source == source and lb.filter
+            for why in [resolve_problem(ev, lb.filter)] if why is not None
+        ]
+        if problems:
+            raise DefinitionError.collected(problems)
         bad = ev.agg(
             F.sum(F.when(F.col(quote(src.timestamp)).isNull(), 1).otherwise(0)).alias("null_ts"),
             F.sum(F.when(unparseable_time(src.timestamp), 1).otherwise(0)).alias("bad_ts"),

@@ -58,10 +58,8 @@ def check_expressions(events: DataFrame, fs: FeatureSet, source: str) -> None:
         problems = []
         columns = ", ".join(c for c in events.columns if not c.startswith("_tw_"))
         for i, field, text in exprs:
-            try:
-                events.select(F.expr(text)).schema
-            except Exception as exc:  # noqa: BLE001
-                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            why = resolve_problem(events, text)
+            if why is not None:
                 shown = fs.features[i].filter if field == "filter" else fs.features[i].column
                 where = fs.where(i, field)
                 problems.append((int(where.split(" ", 1)[0].rsplit(":", 1)[1]), f"{where}: {shown!r} does not "
@@ -69,6 +67,15 @@ def check_expressions(events: DataFrame, fs: FeatureSet, source: str) -> None:
         if not problems:
             raise whole
         raise DefinitionError.collected([text for _, text in sorted(problems)]) from None
+
+
+def resolve_problem(df: DataFrame, expr: str) -> str | None:
+    """Why SQL expression `expr` does not resolve on `df` (the engine's first line), or None."""
+    try:
+        df.select(F.expr(expr)).schema
+    except Exception as exc:  # noqa: BLE001 - parse and analysis errors differ per engine
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return None
 
 
 def part_column(feature: Feature, part: str) -> str:

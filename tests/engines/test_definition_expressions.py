@@ -51,3 +51,48 @@ def test_a_misspelt_column_and_a_filter_that_does_not_parse_name_their_lines(eng
     assert "(columns: user_id, kind, value, ts)" in first
     assert ":18 feature_sets.acts.features[2] (clicks).filter: \"kind = = 'click'\" does not resolve" in second
     assert not warehouse.exists("blocks/acts")
+
+
+LABEL_DEFS = """
+sources:
+  events: {path: "${data_root}/events", format: parquet, timestamp: ts}
+  impressions: {path: "${data_root}/impressions", format: parquet, timestamp: ts}
+  actions: {path: "${data_root}/labels", format: parquet, timestamp: ts}
+feature_sets:
+  acts:
+    source: events
+    key: user_id
+    block_sizes: [5m, 1h]
+    features:
+      - {name: n, aggregation: count, windows: [1h]}
+training_sets:
+  ts:
+    impressions: impressions
+    features: [acts.*]
+    labels:
+      - name: clicked
+        source: actions
+        filter: acton = 'click'
+        within: 1h
+"""
+
+
+def test_a_label_filter_that_does_not_resolve_names_its_line(engine, warehouse, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from spark_jobs.jobs import training
+    from tests.helpers import IMPRESSIONS, LABELS
+
+    data = tmp_path / "data"
+    t = datetime(2026, 3, 2, 10)
+    write_parquet(data / "events" / "a.parquet", [{"event_id": "e1", "user_id": "u1", "kind": "click", "value": 1.0, "ts": t}], EVENTS)
+    write_parquet(data / "impressions" / "i.parquet",
+                  [{"impression_id": "i1", "user_id": "u1", "ts": t, "feature_watermark": None}], IMPRESSIONS)
+    write_parquet(data / "labels" / "l.parquet", [{"impression_id": "i1", "ts": t, "action": "click"}], LABELS)
+    defs = load(write_defs(tmp_path, LABEL_DEFS), data)
+    run_job(engine, warehouse, defs, "backfill", backfill.run, start=date(2026, 3, 2), end=date(2026, 3, 3), names=["acts"])
+    with pytest.raises(DefinitionError) as info:
+        run_job(engine, warehouse, defs, "training-set", training.run, name="ts", start=date(2026, 3, 2), end=date(2026, 3, 3))
+    (problem,) = info.value.problems
+    assert problem.split(":", 1)[0].endswith("defs.yaml")
+    assert ":20 training_sets.ts.labels.0.filter: \"acton = 'click'\" does not resolve on source actions " in problem
+    assert "(columns: impression_id, ts, action)" in problem
+    assert not warehouse.exists("training/ts")
