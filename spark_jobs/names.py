@@ -81,7 +81,7 @@ def check_table_name(defs: Definitions, table: str) -> None:
     """`table` names an output table of these definitions (so it cannot point anywhere else)."""
     tables = output_tables(defs)
     if table not in tables:
-        close = _near(table, tables)
+        close = near_tables(table, tables)
         if close:
             raise InputDataError(f"{table!r} is not a table of these definitions: did you mean {' or '.join(close)}?")
         raise InputDataError(
@@ -91,7 +91,7 @@ def check_table_name(defs: Definitions, table: str) -> None:
         )
 
 
-def _near(table: str, tables: list[str]) -> list[str]:
+def near_tables(table: str, tables: list[str]) -> list[str]:
     """The tables `table` probably meant: the one a path ends with, else those of its kind (any
     kind for a bare name) whose name is within a typo or two of its name."""
     text = table.strip().rstrip("/")

@@ -322,10 +322,13 @@ class FeatureSet(_Model):
     def output_columns(self) -> tuple[str, ...]:
         return tuple(column for feature in self.features for column in feature.output_columns)
 
+    def line(self, index: int, field: str) -> int:
+        """The line of a field of feature `index` in `file` (the feature's own line if unknown)."""
+        return self.lines.get(f"features.{index}.{field}") or self.lines.get(f"features.{index}", 1)
+
     def where(self, index: int, field: str) -> str:
         """`file:line path` of a field of feature `index` of this set, as the loader shows it."""
-        line = self.lines.get(f"features.{index}.{field}") or self.lines.get(f"features.{index}", 1)
-        return f"{self.file}:{line} feature_sets.{self.name}.features[{index}] ({self.features[index].name}).{field}"
+        return f"{self.file}:{self.line(index, field)} feature_sets.{self.name}.features[{index}] ({self.features[index].name}).{field}"
 
     def feature(self, name: str) -> Feature:
         for feature in self.features:

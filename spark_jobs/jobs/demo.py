@@ -54,8 +54,7 @@ def main(inv: Invocation) -> int:
 
     # The backfill starts as far back as the longest window reaches from the first impression, so
     # every window the training set looks up was backfilled (the days before the data are empty).
-    reach = max(w.seconds for fs in ts_def.feature_sets for f in defs.feature_sets[fs].features for w in f.windows)
-    first = START - timedelta(days=-(-reach // 86400))
+    first = training.history_start(defs, ts_def.feature_sets, START)
     with open_engine(profile) as engine:
         execute(engine, defs, new_run("backfill", start=first, end=end), backfill.run,
                 start=first, end=end, names=list(ts_def.feature_sets))

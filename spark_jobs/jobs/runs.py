@@ -7,11 +7,11 @@ the manifest's path. Files only: no engine, no definitions needed.
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any
 
 from spark_jobs.jobs.invocation import Invocation
+from spark_jobs.names import near_tables
 from spark_jobs.storage.manifest import read_manifests
 
 
@@ -84,9 +84,9 @@ def main(inv: Invocation) -> int:
         print(f"no runs{what} under {profile.warehouse_path / '_runs'}")
         if args.table:  # a typo, most likely: name the tables that have runs
             tables = sorted({t for m in manifests for t in (m.get("outputs") or {})} - {args.table})
-            close = difflib.get_close_matches(args.table.rstrip("/"), tables, n=1, cutoff=0.8)
+            close = near_tables(args.table, tables)
             if close:
-                print(f"did you mean {close[0]}?")
+                print(f"did you mean {' or '.join(close)}?")
             elif tables:
                 print(f"tables with runs: {', '.join(tables)}")
         return 0

@@ -53,9 +53,8 @@ def run(engine: Engine, wh: Warehouse, defs: Definitions, run: Run, as_of: datet
             blocks = wh.read(source, version=version)
             t = int(as_of.replace(tzinfo=timezone.utc).timestamp())
             t_floor = t - t % g
-            ranges = coverage.read(wh.path(source))
-            note = None if ranges is None else coverage.gap_note(
-                source, name, ranges, t_floor - max(r.window.seconds for r in refs), t_floor, "the snapshot's windows")
+            note = coverage.note(wh.path(source), source, name, t_floor - max(r.window.seconds for r in refs), t_floor,
+                                 "the snapshot's windows")
             if note:
                 run.notes.append(note)
             # Every key: each block is rolled up into a block of the coarsest size, so that level

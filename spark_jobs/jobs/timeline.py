@@ -92,7 +92,7 @@ def follow(
             if days is None:
                 result = wh.overwrite(table, staged, PARTITION_BY)
             else:
-                result = wh.replace_partitions(table, staged, [folder], [days], PARTITION_BY, rows=rows_staged)
+                result = wh.replace_partitions(table, staged, [folder], [days], PARTITION_BY)
         write_marker(wh, fs.name, blocks_table, blocks_version, result.version)
         gate.discard_staged(run)
     before = run.outputs.get(table, {})  # a chunked backfill derives the timeline once per chunk

@@ -21,7 +21,7 @@ bucketBy and uses ordinary hash joins (same rows).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -160,14 +160,20 @@ def _build(b: _Build, label_cutoff: datetime | None, explain: bool, rebuild: boo
     run.outputs[training_table(b.name)] = {"version": result.version, "rows": rows}
 
 
+def history_start(defs: Definitions, feature_sets: Iterable[str], start: date) -> date:
+    """The first day a backfill must cover for impressions from `start` on: as far back as the
+    longest window of `feature_sets` reaches, in whole days."""
+    reach = max(w.seconds for fs in feature_sets for f in defs.feature_sets[fs].features for w in f.windows)
+    return start - timedelta(days=-(-reach // 86400))
+
+
 def _check_blocks_exist(b: _Build) -> None:
     """Every block table the training set reads exists, before any work; else exit 2 with the
     backfill that builds them over the time the windows reach back to."""
     missing = [fs for fs in b.ts_def.feature_sets if b.wh.version(blocks_table(fs)) is None]
     if not missing:
         return
-    reach = max(w.seconds for fs in missing for f in b.defs.feature_sets[fs].features for w in f.windows)
-    first = b.start - timedelta(days=-(-reach // 86400))
+    first = history_start(b.defs, missing, b.start)
     tables = ", ".join(blocks_table(fs) for fs in missing)
     raise InputDataError(
         f"training set {b.name} needs {tables}, which {'do' if len(missing) > 1 else 'does'} not exist yet: run "
@@ -247,15 +253,11 @@ def _note_history_gaps(b: _Build, imps: _Impressions, refs_by_fs: dict[str, list
     if first is None or last is None:
         return
     for fs_name, refs in refs_by_fs.items():
-        fs = b.defs.feature_sets[fs_name]
         table = blocks_table(fs_name)
-        ranges = coverage.read(b.wh.path(table))
-        if ranges is None:
-            continue
-        g = fs.finest.seconds
+        g = b.defs.feature_sets[fs_name].finest.seconds
         lo, hi = (int(t.replace(tzinfo=timezone.utc).timestamp()) for t in (first, last))
         need_lo = lo - lo % g - max(r.window.seconds for r in refs)
-        note = coverage.gap_note(table, fs_name, ranges, need_lo, hi - hi % g, f"the windows of {b.name}'s impressions")
+        note = coverage.note(b.wh.path(table), table, fs_name, need_lo, hi - hi % g, f"the windows of {b.name}'s impressions")
         if note:
             b.run.notes.append(note)
 

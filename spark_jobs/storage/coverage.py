@@ -17,8 +17,9 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from spark_jobs.plan.chunks import DAY
+
 FILE = "_tilewise_coverage.json"  # "_": Delta and VACUUM leave it alone
-DAY = 86400
 
 Ranges = list[tuple[int, int]]  # [lo, hi) in epoch seconds, sorted, disjoint, not touching
 
@@ -75,6 +76,12 @@ def gaps(ranges: Ranges, lo: int, hi: int) -> Ranges:
     if at < hi:
         out.append((at, hi))
     return out
+
+
+def note(table_path: Path, table: str, feature_set: str, lo: int, hi: int, what: str) -> str | None:
+    """`gap_note` against the table's record; None when it has none (not checked)."""
+    ranges = read(table_path)
+    return None if ranges is None else gap_note(table, feature_set, ranges, lo, hi, what)
 
 
 def gap_note(table: str, feature_set: str, ranges: Ranges, lo: int, hi: int, what: str) -> str | None:

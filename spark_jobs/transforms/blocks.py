@@ -61,9 +61,8 @@ def check_expressions(events: DataFrame, fs: FeatureSet, source: str) -> None:
             why = resolve_problem(events, text)
             if why is not None:
                 shown = fs.features[i].filter if field == "filter" else fs.features[i].column
-                where = fs.where(i, field)
-                problems.append((int(where.split(" ", 1)[0].rsplit(":", 1)[1]), f"{where}: {shown!r} does not "
-                                 f"resolve on source {source} (columns: {columns}): {why}"))
+                problems.append((fs.line(i, field), f"{fs.where(i, field)}: {shown!r} does not resolve on "
+                                 f"source {source} (columns: {columns}): {why}"))
         if not problems:
             raise whole
         raise DefinitionError.collected([text for _, text in sorted(problems)]) from None
